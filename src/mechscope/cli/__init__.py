@@ -1,0 +1,1 @@
+"""The ``mechscope`` command line."""

@@ -1,0 +1,151 @@
+"""``HookedModule``: a root module that names its hook points and scopes every hook to a ``with`` block.
+
+Hooks are global state on the model: a hook left attached silently changes every later forward pass
+(TransformerLens issue #1323). So mechscope never hands out a bare ``add_hook``; every hook is attached
+inside ``model.hooks(...)`` and removed when the block exits, exceptions included. Nesting is allowed:
+an inner block's hooks run after the outer block's on the same point and are removed first.
+
+``run_with_cache`` is a ``hooks`` block whose hooks store tensors in a dict; only the requested names
+are stored, and only requested names get hooks at all, so nothing else is materialised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Union
+
+import torch
+from torch import Tensor, nn
+
+from mechscope.errors import unknown_hook
+from mechscope.hooks.point import HookFn, HookPoint
+
+NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
+HookSpec = Sequence[tuple[Union[str, Callable[[str], bool]], HookFn]]
+
+_LIVE: weakref.WeakSet[HookedModule] = weakref.WeakSet()
+
+
+def live_hook_leaks() -> list[str]:
+    """Names of hook points on any live ``HookedModule`` that still have hooks (used by the test fixture)."""
+    return [n for m in list(_LIVE) for n, hp in m.hook_dict.items() if hp.has_hooks]
+
+
+class HookedModule(nn.Module):
+    """Root of a hooked model: call ``setup()`` at the end of ``__init__`` to name the hook points."""
+
+    hook_dict: dict[str, HookPoint]
+
+    def setup(self) -> None:
+        """Name every ``HookPoint`` by its module path and index them in ``hook_dict``."""
+        self.hook_dict = {}
+        for name, mod in self.named_modules():
+            if isinstance(mod, HookPoint):
+                mod.name = name
+                self.hook_dict[name] = mod
+        _LIVE.add(self)
+
+    # -- name resolution --------------------------------------------------------------------------
+    def hook_names(self, names: NamesFilter = None) -> list[str]:
+        """Resolve a names filter (None = all, a name, a list, or a predicate) to known hook names.
+
+        Unknown names raise ``HookNameError`` with close matches; ``<name>_grad`` is not a hook name.
+        """
+        if names is None:
+            return list(self.hook_dict)
+        if isinstance(names, str):
+            names = [names]
+        if callable(names):
+            pred = names
+            return [n for n in self.hook_dict if pred(n)]
+        out = []
+        for n in names:
+            if n not in self.hook_dict:
+                raise unknown_hook(n, self.hook_dict)
+            out.append(n)
+        return out
+
+    def _resolve_spec(self, spec: HookSpec | None) -> list[tuple[HookPoint, HookFn]]:
+        pairs: list[tuple[HookPoint, HookFn]] = []
+        for target, fn in spec or ():
+            for n in self.hook_names(target):
+                pairs.append((self.hook_dict[n], fn))
+        return pairs
+
+    # -- scoped hooks -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def hooks(self, fwd: HookSpec | None = None, bwd: HookSpec | None = None) -> Iterator[HookedModule]:
+        """Attach forward/backward hooks for the duration of a ``with`` block.
+
+        ``fwd``/``bwd`` are lists of ``(name_or_predicate, fn)``; ``fn(tensor, hook)`` returns a
+        replacement tensor or ``None``. All are removed on exit, even when the block raises.
+
+        Example:
+            >>> with model.hooks(fwd=[("blocks.0.hook_resid_post", lambda x, hook: x * 0)]):  # doctest: +SKIP
+            ...     logits = model(tokens)
+        """
+        fwd_pairs = self._resolve_spec(fwd)
+        bwd_pairs = self._resolve_spec(bwd)
+        try:
+            for hp, fn in fwd_pairs:
+                hp.fwd_fns.append(fn)
+            for hp, fn in bwd_pairs:
+                hp.bwd_fns.append(fn)
+            yield self
+        finally:
+            for hp, fn in reversed(fwd_pairs):
+                _remove_last(hp.fwd_fns, fn)
+            for hp, fn in reversed(bwd_pairs):
+                _remove_last(hp.bwd_fns, fn)
+
+    def run_with_hooks(self, *args: Any, fwd: HookSpec | None = None, bwd: HookSpec | None = None,
+                       **kwargs: Any) -> Any:
+        """Run ``self(*args, **kwargs)`` with the given hooks attached for this call only."""
+        with self.hooks(fwd=fwd, bwd=bwd):
+            return self(*args, **kwargs)
+
+    def run_with_cache(self, *args: Any, names: NamesFilter = None,
+                       grad_of: Callable[[Tensor], Tensor] | None = None,
+                       **kwargs: Any) -> tuple[Tensor, ActivationCacheT]:
+        """Run forward and return ``(output, cache)`` holding only the requested hook names.
+
+        Args:
+            names: None (every hook point), one name, a list of names, or a predicate on names.
+            grad_of: if given, ``grad_of(output)`` must return a scalar; it is back-propagated and the
+                cache also holds ``<name>_grad`` for every requested name.
+        """
+        from mechscope.cache.activation_cache import ActivationCache
+
+        wanted = self.hook_names(names)
+        store: dict[str, Tensor] = {}
+        keep_graph = grad_of is not None
+
+        def save(x: Tensor, hook: HookPoint) -> None:
+            store[hook.name] = x if not keep_graph else x.detach()
+
+        def save_grad(g: Tensor, hook: HookPoint) -> None:
+            store[hook.name + "_grad"] = g.detach()
+
+        fwd = [(n, save) for n in wanted]
+        bwd = [(n, save_grad) for n in wanted] if keep_graph else None
+        ctx = contextlib.nullcontext() if keep_graph else torch.no_grad()
+        with ctx, self.hooks(fwd=fwd, bwd=bwd):
+            out = self(*args, **kwargs)
+            if grad_of is not None:
+                metric = grad_of(out)
+                if metric.numel() != 1:
+                    raise ValueError(f"grad_of must return a scalar, got shape {tuple(metric.shape)}")
+                metric.backward()
+        return out, ActivationCache(store)
+
+
+ActivationCacheT = Any  # forward reference for type checkers without an import cycle
+
+
+def _remove_last(lst: list[HookFn], fn: HookFn) -> None:
+    for i in range(len(lst) - 1, -1, -1):
+        if lst[i] is fn:
+            del lst[i]
+            return

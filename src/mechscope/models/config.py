@@ -1,0 +1,230 @@
+"""``ModelConfig``: the shape of a transformer, composed of attention / MLP / norm / positional configs.
+
+Variants are values of these configs, never ``if arch == ...`` branches in components (architecture
+identity lives only in ``models/adapters``). Saved as JSON next to ``model.safetensors`` with a format
+version; ``from_dict`` ignores unknown keys with a warning so newer files still load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mechscope.errors import ConfigError
+
+FORMAT_VERSION = 1
+
+Activation = Literal["gelu", "gelu_new", "relu", "silu", "gelu_fast"]
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttentionConfig:
+    """Multi-head (optionally grouped-query) causal self-attention."""
+
+    n_heads: int
+    """Number of query heads."""
+    d_head: int
+    """Dimension of each head."""
+    n_kv_heads: int | None = None
+    """Key/value heads for grouped-query attention; None means ``n_heads`` (plain multi-head)."""
+    qkv_bias: bool = False
+    """Whether Q, K, V projections have biases (GPT-2, NeoX, Qwen2)."""
+    out_bias: bool = False
+    """Whether the output projection has a bias (GPT-2, NeoX)."""
+    scale: float | None = None
+    """Score scale; None means 1/sqrt(d_head)."""
+
+    def __post_init__(self) -> None:
+        _check(self.n_heads > 0, f"attention.n_heads must be > 0, got {self.n_heads}")
+        _check(self.d_head > 0, f"attention.d_head must be > 0, got {self.d_head}")
+        kv = self.kv_heads
+        _check(kv > 0 and self.n_heads % kv == 0,
+               f"attention.n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}")
+
+    @property
+    def kv_heads(self) -> int:
+        """Number of key/value heads (``n_kv_heads`` or ``n_heads``)."""
+        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    @property
+    def attn_scale(self) -> float:
+        """The factor multiplying q·k."""
+        return self.scale if self.scale is not None else self.d_head ** -0.5
+
+
+@dataclass(frozen=True, kw_only=True)
+class MLPConfig:
+    """The feed-forward sublayer: ``standard`` act(x W_in + b_in) W_out, or ``gated`` (SwiGLU-style)."""
+
+    kind: Literal["standard", "gated"] = "standard"
+    """``gated`` computes act(x W_gate) * (x W_in) before W_out."""
+    d_mlp: int
+    """Hidden width."""
+    act: Activation = "gelu"
+    """Activation function."""
+    bias: bool = False
+    """Whether W_in / W_out have biases."""
+
+    def __post_init__(self) -> None:
+        _check(self.d_mlp > 0, f"mlp.d_mlp must be > 0, got {self.d_mlp}")
+        _check(self.kind in ("standard", "gated"), f"mlp.kind must be 'standard' or 'gated', got {self.kind!r}")
+        _check(self.act in ("gelu", "gelu_new", "relu", "silu", "gelu_fast"),
+               f"mlp.act must be one of gelu, gelu_new, gelu_fast, relu, silu; got {self.act!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NormConfig:
+    """Normalisation used before attention, before the MLP and before the unembedding."""
+
+    kind: Literal["layernorm", "rmsnorm", "none"] = "layernorm"
+    """``none`` gives toy models without normalisation."""
+    eps: float = 1e-5
+    """Added to the variance (or mean square) before the square root."""
+    bias: bool = True
+    """LayerNorm bias (ignored by rmsnorm)."""
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("layernorm", "rmsnorm", "none"),
+               f"norm.kind must be 'layernorm', 'rmsnorm' or 'none', got {self.kind!r}")
+        _check(self.eps > 0, f"norm.eps must be > 0, got {self.eps}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PositionalConfig:
+    """How positions enter: learned absolute embeddings, rotary (RoPE), or nothing."""
+
+    kind: Literal["learned", "rotary", "none"] = "learned"
+    """Positional scheme."""
+    rotary_dim: int | None = None
+    """Dimensions of each head that rotate (NeoX rotates a fraction); None means all of d_head."""
+    rotary_base: float = 10000.0
+    """RoPE theta."""
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("learned", "rotary", "none"),
+               f"positional.kind must be 'learned', 'rotary' or 'none', got {self.kind!r}")
+        _check(self.rotary_dim is None or (self.rotary_dim > 0 and self.rotary_dim % 2 == 0),
+               f"positional.rotary_dim must be a positive even number or None, got {self.rotary_dim}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """A decoder-only transformer's shape. Build one per family in ``models/adapters`` or by hand.
+
+    Example:
+        >>> cfg = ModelConfig(d_model=16, n_layers=1, d_vocab=10, n_ctx=8,
+        ...                   attention=AttentionConfig(n_heads=2, d_head=8), mlp=None)
+        >>> cfg.attention.kv_heads
+        2
+    """
+
+    d_model: int
+    """Residual stream width."""
+    n_layers: int
+    """Number of blocks."""
+    d_vocab: int
+    """Vocabulary size (embedding rows)."""
+    n_ctx: int
+    """Maximum sequence length."""
+    attention: AttentionConfig
+    """Attention sublayer."""
+    mlp: MLPConfig | None = None
+    """MLP sublayer; None gives an attention-only model."""
+    norm: NormConfig = field(default_factory=NormConfig)
+    """Normalisation (layernorm / rmsnorm / none)."""
+    positional: PositionalConfig = field(default_factory=PositionalConfig)
+    """Positional scheme."""
+    parallel_attn_mlp: bool = False
+    """NeoX-style block: resid_post = resid_pre + attn(ln1(x)) + mlp(ln2(x))."""
+    unembed_bias: bool = False
+    """Whether the unembedding has a bias b_U."""
+    d_vocab_out: int | None = None
+    """Output vocabulary if it differs from d_vocab (toy tasks); None means d_vocab."""
+    name: str = "custom"
+    """A label used in reports and saved files."""
+    architecture: str = "custom"
+    """Source family (gpt2, neox, llama, qwen2, mistral, toy, custom): informational, never branched on."""
+
+    def __post_init__(self) -> None:
+        for f in ("d_model", "n_layers", "d_vocab", "n_ctx"):
+            v = getattr(self, f)
+            _check(isinstance(v, int) and v > 0, f"{f} must be a positive int, got {v!r}")
+        if self.parallel_attn_mlp:
+            _check(self.mlp is not None, "parallel_attn_mlp=True needs an MLP (mlp is None)")
+        if self.positional.kind == "rotary":
+            rd = self.positional.rotary_dim
+            _check(rd is None or rd <= self.attention.d_head,
+                   f"positional.rotary_dim={rd} must be <= attention.d_head={self.attention.d_head}")
+
+    @property
+    def n_heads(self) -> int:
+        """Query heads per layer."""
+        return self.attention.n_heads
+
+    @property
+    def d_head(self) -> int:
+        """Per-head dimension."""
+        return self.attention.d_head
+
+    @property
+    def d_mlp(self) -> int | None:
+        """MLP width or None for attention-only models."""
+        return self.mlp.d_mlp if self.mlp is not None else None
+
+    @property
+    def vocab_out(self) -> int:
+        """Output vocabulary size."""
+        return self.d_vocab_out if self.d_vocab_out is not None else self.d_vocab
+
+    def dim_sizes(self, batch: int, pos: int) -> dict[str, int]:
+        """Axis sizes used to resolve registered hook shapes."""
+        return {"batch": batch, "pos": pos, "query_pos": pos, "key_pos": pos, "d_model": self.d_model,
+                "n_heads": self.n_heads, "n_kv_heads": self.attention.kv_heads, "d_head": self.d_head,
+                "d_mlp": self.d_mlp or 0, "d_vocab": self.vocab_out}
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    # -- serialisation ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with ``format_version``."""
+        d = dataclasses.asdict(self)
+        d["format_version"] = FORMAT_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Inverse of ``to_dict``; unknown keys are ignored with a warning."""
+        d = dict(d)
+        version = d.pop("format_version", FORMAT_VERSION)
+        if version > FORMAT_VERSION:
+            raise ConfigError(f"config format_version {version} is newer than this mechscope ({FORMAT_VERSION})")
+        subs = {"attention": AttentionConfig, "mlp": MLPConfig, "norm": NormConfig, "positional": PositionalConfig}
+        kwargs: dict[str, Any] = {}
+        known = {f.name for f in dataclasses.fields(cls)}
+        for k, v in d.items():
+            if k not in known:
+                warnings.warn(f"ignoring unknown ModelConfig key {k!r}", stacklevel=2)
+                continue
+            if k in subs and isinstance(v, dict):
+                sub = subs[k]
+                sub_known = {f.name for f in dataclasses.fields(sub)}
+                v = sub(**{kk: vv for kk, vv in v.items() if kk in sub_known})
+            kwargs[k] = v
+        try:
+            return cls(**kwargs)
+        except TypeError as e:
+            raise ConfigError(f"invalid ModelConfig dict: {e}") from e
+
+    def to_json(self) -> str:
+        """Pretty JSON text."""
+        return json.dumps(self.to_dict(), indent=2)

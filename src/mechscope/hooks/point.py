@@ -12,11 +12,10 @@ per-head inputs, the explicit attention pattern).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional
 
 from torch import Tensor, nn
 
-HookFn = Callable[[Tensor, "HookPoint"], Optional[Tensor]]
+HookFn = Callable[[Tensor, "HookPoint"], Tensor | None]
 
 
 class HookPoint(nn.Module):

@@ -1,1 +1,1 @@
-"""mechscope.models.components"""
+"""Transformer components, one concept per file; each exposes TransformerLens-named hook points."""

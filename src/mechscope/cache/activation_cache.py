@@ -1,0 +1,65 @@
+"""``ActivationCache``: a read-only ``Mapping[str, Tensor]`` from hook names to activations.
+
+It holds tensors and nothing else (no model reference, no analysis methods: those are free functions in
+``cache/analysis.py``). Keys are full hook names; ``cache["z", 3]`` is shorthand for
+``cache[act_name("z", 3)]``; gradients are stored as ``"<name>_grad"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Union
+
+import torch
+from torch import Tensor
+
+from mechscope.errors import unknown_hook
+from mechscope.hooks.names import act_name
+
+Key = Union[str, tuple]
+
+
+class ActivationCache(Mapping[str, Tensor]):
+    """See the module docstring."""
+
+    def __init__(self, data: Mapping[str, Tensor]) -> None:
+        self._data = dict(data)
+
+    def _key(self, key: Key) -> str:
+        if isinstance(key, tuple):
+            name = act_name(*key)
+        else:
+            name = key
+        if name not in self._data:
+            if name.endswith("_grad") and name[:-5] in self._data:
+                raise KeyError(f"{name!r} is not cached: pass grad_of=... to run_with_cache to store gradients")
+            raise unknown_hook(name, self._data)
+        return name
+
+    def __getitem__(self, key: Key) -> Tensor:  # type: ignore[override]
+        return self._data[self._key(key)]
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, tuple):
+            try:
+                key = act_name(*key)
+            except KeyError:
+                return False
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"ActivationCache({len(self)} entries: {', '.join(list(self._data)[:4])}{', ...' if len(self) > 4 else ''})"
+
+    def to(self, device: str | torch.device) -> ActivationCache:
+        """A copy with every tensor moved to ``device``."""
+        return ActivationCache({k: v.to(device) for k, v in self._data.items()})
+
+    def nbytes(self) -> int:
+        """Total bytes held."""
+        return sum(v.numel() * v.element_size() for v in self._data.values())

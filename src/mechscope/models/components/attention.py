@@ -1,0 +1,151 @@
+"""Causal self-attention with TransformerLens hook points, grouped-query heads and rotary positions.
+
+Weights (TransformerLens layout): ``W_Q`` [n_heads d_model d_head], ``W_K``/``W_V`` [n_kv_heads d_model
+d_head], ``W_O`` [n_heads d_head d_model], biases ``b_Q`` [n_heads d_head], ``b_K``/``b_V`` [n_kv_heads
+d_head], ``b_O`` [d_model].
+
+Cost follows the hooks: the fused ``scaled_dot_product_attention`` kernel runs unless someone hooks
+``hook_attn_scores`` or ``hook_pattern``; ``hook_result`` (per-head outputs [batch pos n_heads d_model])
+is computed only when hooked. Inputs are either one tensor [batch pos d_model] shared by Q, K and V, or
+per-head inputs [batch pos heads d_model] (when a block's ``hook_q_input``-style points are hooked).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mechscope.hooks.point import HookPoint
+from mechscope.models.components.rotary import apply_rotary
+from mechscope.models.config import ModelConfig
+
+
+class KVCache:
+    """Keys/values of earlier positions for incremental decoding, plus the key padding mask so far.
+
+    ``keys[l]``/``values[l]``: [batch n_kv_heads past d_head] (keys after rotary); ``mask``: [batch past]
+    bool, True where the key is a real token.
+    """
+
+    def __init__(self, n_layers: int) -> None:
+        self.keys: list[Tensor | None] = [None] * n_layers
+        self.values: list[Tensor | None] = [None] * n_layers
+        self.mask: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        """Number of cached positions."""
+        return 0 if self.mask is None else int(self.mask.shape[1])
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append this step's k/v [batch kv pos d_head] for ``layer``; return the full k/v."""
+        if self.keys[layer] is not None:
+            k = torch.cat([self.keys[layer], k], dim=2)  # type: ignore[list-item]
+            v = torch.cat([self.values[layer], v], dim=2)  # type: ignore[list-item]
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+
+class Attention(nn.Module):
+    """Multi-head / grouped-query causal attention; see the module docstring."""
+
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        a = cfg.attention
+        h, kv, d, e = a.n_heads, a.kv_heads, cfg.d_model, a.d_head
+        self.layer, self.n_heads, self.n_kv_heads, self.d_head = layer, h, kv, e
+        self.scale = a.attn_scale
+        self.W_Q = nn.Parameter(torch.empty(h, d, e))
+        self.W_K = nn.Parameter(torch.empty(kv, d, e))
+        self.W_V = nn.Parameter(torch.empty(kv, d, e))
+        self.W_O = nn.Parameter(torch.empty(h, e, d))
+        self.b_Q = nn.Parameter(torch.zeros(h, e)) if a.qkv_bias else None
+        self.b_K = nn.Parameter(torch.zeros(kv, e)) if a.qkv_bias else None
+        self.b_V = nn.Parameter(torch.zeros(kv, e)) if a.qkv_bias else None
+        self.b_O = nn.Parameter(torch.zeros(d)) if a.out_bias else None
+        for name in ("q", "k", "v", "rot_q", "rot_k", "attn_scores", "pattern", "z", "result"):
+            setattr(self, f"hook_{name}", HookPoint())
+        self.is_rotary = cfg.positional.kind == "rotary"
+
+    # -- projections ------------------------------------------------------------------------------
+    def _project(self, x_q: Tensor, x_k: Tensor, x_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q [b p h e], k/v [b p kv e] from shared [b p d] or per-head [b p heads d] inputs."""
+        b, p = x_q.shape[:2]
+        h, kv, e = self.n_heads, self.n_kv_heads, self.d_head
+        if x_q.dim() == 3 and x_q is x_k and x_k is x_v:
+            d = x_q.shape[-1]
+            w = torch.cat([self.W_Q.permute(1, 0, 2).reshape(d, h * e), self.W_K.permute(1, 0, 2).reshape(d, kv * e),
+                           self.W_V.permute(1, 0, 2).reshape(d, kv * e)], dim=1)
+            qkv = x_q @ w
+            q, k, v = qkv.split([h * e, kv * e, kv * e], dim=-1)
+            q, k, v = q.view(b, p, h, e), k.view(b, p, kv, e), v.view(b, p, kv, e)
+        else:
+            q = torch.einsum("bphd,hde->bphe", _per_head(x_q, h), self.W_Q)
+            k = torch.einsum("bphd,hde->bphe", _per_head(x_k, kv), self.W_K)
+            v = torch.einsum("bphd,hde->bphe", _per_head(x_v, kv), self.W_V)
+        if self.b_Q is not None:
+            q, k, v = q + self.b_Q, k + self.b_K, v + self.b_V
+        return q, k, v
+
+    def forward(self, x_q: Tensor, x_k: Tensor, x_v: Tensor, *, rotary: tuple[Tensor, Tensor] | None = None,
+                mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        """Attention output [batch pos d_model].
+
+        Args:
+            mask: bool [batch 1 query_pos key_pos], True = may attend; None = plain causal.
+            cache: a ``KVCache`` to read earlier keys/values from and append to.
+        """
+        q, k, v = self._project(x_q, x_k, x_v)
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        if self.is_rotary and rotary is not None:
+            cos, sin = rotary
+            q = self.hook_rot_q(apply_rotary(q, cos, sin))
+            k = self.hook_rot_k(apply_rotary(k, cos, sin))
+        qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if cache is not None:
+            kt, vt = cache.update(self.layer, kt, vt)
+        if mask is None and kt.shape[2] != qt.shape[2]:
+            mask = causal_mask(qt.shape[2], kt.shape[2], qt.device)
+        if self.hook_attn_scores.has_hooks or self.hook_pattern.has_hooks:
+            z = self._explicit(qt, kt, vt, mask)
+        else:
+            z = nn.functional.scaled_dot_product_attention(
+                qt, kt, vt, attn_mask=mask, is_causal=mask is None, scale=self.scale,
+                enable_gqa=self.n_kv_heads != self.n_heads)
+        z = self.hook_z(z.transpose(1, 2))  # [b p h e]
+        return self._output(z)
+
+    def _explicit(self, qt: Tensor, kt: Tensor, vt: Tensor, mask: Tensor | None) -> Tensor:
+        """Softmax attention with the scores and pattern materialised (and hookable)."""
+        rep = self.n_heads // self.n_kv_heads
+        if rep > 1:
+            kt, vt = kt.repeat_interleave(rep, dim=1), vt.repeat_interleave(rep, dim=1)
+        scores = (qt @ kt.transpose(-1, -2)) * self.scale
+        if mask is None:
+            mask = causal_mask(qt.shape[2], kt.shape[2], qt.device)
+        scores = scores.masked_fill(~mask, float("-inf"))
+        scores = self.hook_attn_scores(scores)
+        pattern = self.hook_pattern(torch.softmax(scores, dim=-1))
+        return pattern @ vt
+
+    def _output(self, z: Tensor) -> Tensor:
+        b, p, h, e = z.shape
+        if self.hook_result.has_hooks:
+            result = self.hook_result(torch.einsum("bphe,hed->bphd", z, self.W_O))
+            out = result.sum(dim=2)
+        else:
+            out = z.reshape(b, p, h * e) @ self.W_O.reshape(h * e, -1)
+        return out + self.b_O if self.b_O is not None else out
+
+
+def _per_head(x: Tensor, n: int) -> Tensor:
+    """[b p d] -> [b p n d] (a view), or pass through per-head inputs."""
+    return x if x.dim() == 4 else x.unsqueeze(2).expand(-1, -1, n, -1)
+
+
+def causal_mask(q_len: int, k_len: int, device: torch.device) -> Tensor:
+    """bool [q_len k_len]: query i (the last q_len of k_len positions) may attend keys j <= its position."""
+    offset = k_len - q_len
+    qi = torch.arange(q_len, device=device)[:, None] + offset
+    kj = torch.arange(k_len, device=device)[None, :]
+    return kj <= qi

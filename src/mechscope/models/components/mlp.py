@@ -1,0 +1,62 @@
+"""MLPs: ``standard`` act(x W_in + b_in) W_out + b_out, and ``gated`` act(x W_gate) * (x W_in) W_out.
+
+Hooks follow TransformerLens: ``hook_pre`` is the pre-activation of the nonlinearity (the gate for gated
+MLPs), ``hook_pre_linear`` the linear branch of a gated MLP, ``hook_post`` what multiplies ``W_out``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from mechscope.hooks.point import HookPoint
+from mechscope.models.config import MLPConfig
+
+
+def _gelu_new(x: Tensor) -> Tensor:
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+def _gelu_fast(x: Tensor) -> Tensor:
+    return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
+
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "gelu": nn.functional.gelu,
+    "gelu_new": _gelu_new,
+    "gelu_fast": _gelu_fast,
+    "relu": torch.relu,
+    "silu": nn.functional.silu,
+}
+
+
+class MLP(nn.Module):
+    """Standard or gated MLP; see module docstring."""
+
+    def __init__(self, d_model: int, cfg: MLPConfig) -> None:
+        super().__init__()
+        self.is_gated = cfg.kind == "gated"
+        self.act = ACTIVATIONS[cfg.act]
+        self.W_in = nn.Parameter(torch.empty(d_model, cfg.d_mlp))
+        self.W_gate = nn.Parameter(torch.empty(d_model, cfg.d_mlp)) if self.is_gated else None
+        self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, d_model))
+        self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp)) if cfg.bias else None
+        self.b_out = nn.Parameter(torch.zeros(d_model)) if cfg.bias else None
+        self.hook_pre = HookPoint()
+        self.hook_pre_linear = HookPoint()
+        self.hook_post = HookPoint()
+
+    def forward(self, x: Tensor) -> Tensor:
+        lin = x @ self.W_in
+        if self.b_in is not None:
+            lin = lin + self.b_in
+        if self.W_gate is not None:
+            pre = self.hook_pre(x @ self.W_gate)
+            post = self.hook_post(self.act(pre) * self.hook_pre_linear(lin))
+        else:
+            post = self.hook_post(self.act(self.hook_pre(lin)))
+        out = post @ self.W_out
+        return out + self.b_out if self.b_out is not None else out

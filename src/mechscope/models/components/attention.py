@@ -63,9 +63,10 @@ class Attention(nn.Module):
         self.b_K = nn.Parameter(torch.zeros(kv, e)) if a.qkv_bias else None
         self.b_V = nn.Parameter(torch.zeros(kv, e)) if a.qkv_bias else None
         self.b_O = nn.Parameter(torch.zeros(d)) if a.out_bias else None
-        for name in ("q", "k", "v", "rot_q", "rot_k", "attn_scores", "pattern", "z", "result"):
-            setattr(self, f"hook_{name}", HookPoint())
         self.is_rotary = cfg.positional.kind == "rotary"
+        names = ["q", "k", "v", "attn_scores", "pattern", "z", "result"] + (["rot_q", "rot_k"] if self.is_rotary else [])
+        for name in names:  # only hook points that exist for this architecture
+            setattr(self, f"hook_{name}", HookPoint())
 
     # -- projections ------------------------------------------------------------------------------
     def _project(self, x_q: Tensor, x_k: Tensor, x_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -46,7 +46,8 @@ class MLP(nn.Module):
         self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp)) if cfg.bias else None
         self.b_out = nn.Parameter(torch.zeros(d_model)) if cfg.bias else None
         self.hook_pre = HookPoint()
-        self.hook_pre_linear = HookPoint()
+        if self.is_gated:
+            self.hook_pre_linear = HookPoint()
         self.hook_post = HookPoint()
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,0 +1,134 @@
+"""JumpReLU dictionary (Rajamanoharan et al. 2024, "Jumping Ahead"): a learned threshold per latent.
+
+``acts = pre * H(pre - theta)`` with ``H`` the Heaviside step, trained with an L0 penalty
+``l0_coefficient * sum_i H(pre_i - theta_i)``. Both are piecewise constant in ``theta``, so the paper
+uses straight-through estimators whose pseudo-derivatives with respect to ``theta`` are kernel density
+estimates with a rectangle kernel ``K(u) = 1{|u| < 1/2}`` of bandwidth ``eps``:
+
+    d/d theta  [x H(x - theta)] := -(theta / eps) K((x - theta) / eps)
+    d/d theta  H(x - theta)     := -(1 / eps)     K((x - theta) / eps)
+
+while ``d/dx [x H(x - theta)] = H(x - theta)`` and the step passes no gradient to ``x``. Averaged over a
+batch these estimate ``-theta p(theta)`` and ``-p(theta)``, the true derivatives of the expectations,
+where ``p`` is the density of the pre-activation (tested numerically).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mechscope.dictionaries.base import Dictionary, DictionaryConfig, TrainContext
+from mechscope.dictionaries.registry import register
+from mechscope.errors import ConfigError
+
+
+def rectangle(u: Tensor) -> Tensor:
+    """Rectangle kernel ``1{-1/2 < u < 1/2}``."""
+    return ((u > -0.5) & (u < 0.5)).to(u.dtype)
+
+
+class JumpReLUFunction(torch.autograd.Function):
+    """``x * H(x - theta)`` with the straight-through gradient of the module docstring."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, theta: Tensor, eps: float) -> Tensor:
+        ctx.save_for_backward(x, theta)
+        ctx.eps = eps
+        return x * (x > theta).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor, None]:
+        x, theta = ctx.saved_tensors
+        d_x = (x > theta).to(g.dtype) * g
+        d_theta = -(theta / ctx.eps) * rectangle((x - theta) / ctx.eps) * g
+        return d_x, d_theta.reshape(-1, theta.shape[-1]).sum(0), None
+
+
+class StepFunction(torch.autograd.Function):
+    """``H(x - theta)`` with the straight-through gradient of the module docstring (none to ``x``)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, theta: Tensor, eps: float) -> Tensor:
+        ctx.save_for_backward(x, theta)
+        ctx.eps = eps
+        return (x > theta).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[None, Tensor, None]:
+        x, theta = ctx.saved_tensors
+        d_theta = -(1.0 / ctx.eps) * rectangle((x - theta) / ctx.eps) * g
+        return None, d_theta.reshape(-1, theta.shape[-1]).sum(0), None
+
+
+def jumprelu(x: Tensor, theta: Tensor, eps: float) -> Tensor:
+    """Differentiable JumpReLU (straight-through in ``theta``)."""
+    return JumpReLUFunction.apply(x, theta, eps)
+
+
+def step(x: Tensor, theta: Tensor, eps: float) -> Tensor:
+    """Differentiable Heaviside step (straight-through in ``theta``)."""
+    return StepFunction.apply(x, theta, eps)
+
+
+@dataclass(frozen=True, kw_only=True)
+class JumpReLUConfig(DictionaryConfig):
+    """A JumpReLU sparse autoencoder trained with an L0 penalty."""
+
+    architecture = "jumprelu"
+
+    l0_coefficient: float = 1.0
+    """Weight of the L0 penalty (before warm-up scaling)."""
+    bandwidth: float = 0.05
+    """Kernel bandwidth ``eps`` of the straight-through estimators (in normalised units)."""
+    init_threshold: float = 0.001
+    """Initial threshold of every latent."""
+    unit_norm_decoder: bool = True
+    """The paper keeps decoder rows at unit norm."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("l0_coefficient", "init_threshold"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ConfigError(f"{name} must be finite and >= 0, got {getattr(self, name)!r}")
+        if not (math.isfinite(self.bandwidth) and self.bandwidth > 0):
+            raise ConfigError(f"bandwidth must be finite and > 0, got {self.bandwidth!r}")
+
+
+@register
+class JumpReLUDictionary(Dictionary):
+    """``acts = pre * (pre > threshold)`` with a learned ``threshold [d_sae]``."""
+
+    config_class = JumpReLUConfig
+    cfg: JumpReLUConfig
+    threshold: nn.Parameter
+
+    def _init_encoder_bias(self) -> None:
+        super()._init_encoder_bias()
+        cfg = self.cfg
+        assert isinstance(cfg, JumpReLUConfig)
+        self.threshold = nn.Parameter(torch.full((cfg.d_sae,), cfg.init_threshold, dtype=cfg.torch_dtype))
+
+    def activate(self, pre: Tensor) -> Tensor:
+        return pre * (pre > self.threshold).to(pre.dtype)
+
+    def train_activate(self, pre: Tensor, ctx: TrainContext) -> Tensor:
+        return jumprelu(pre, self.threshold, self.cfg.bandwidth)
+
+    def sparsity_loss(self, acts: Tensor, pre: Tensor, ctx: TrainContext) -> Tensor:
+        l0 = step(pre, self.threshold, self.cfg.bandwidth).sum() / max(pre.reshape(-1, pre.shape[-1]).shape[0], 1)
+        return self.cfg.l0_coefficient * ctx.sparsity_scale * l0
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """Renormalise the decoder and keep thresholds non-negative (negative ones pass negatives)."""
+        super().after_optimizer_step()
+        self.threshold.clamp_(min=0.0)
+
+
+__all__ = ["JumpReLUConfig", "JumpReLUDictionary", "JumpReLUFunction", "StepFunction", "jumprelu", "step",
+           "rectangle"]

@@ -27,15 +27,30 @@ character shows as ``"\\ufffd"``); ``to_pieces`` gives the vocabulary's own spel
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple
 
 import torch
 
 from mechscope._types import Int, Tensor
-from mechscope.errors import ShapeError, TokenError
+from mechscope.errors import ModelFileError, ShapeError, TokenError
+
+_FORMAT = "mechscope-tokenizer"
+_SPECIAL_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write text via a temporary file + fsync + rename, so a crash never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 class TokenBatch(NamedTuple):
@@ -45,16 +60,6 @@ class TokenBatch(NamedTuple):
     """Token ids (long), padded with the tokenizer's ``pad_token_id`` (or 0)."""
     attention_mask: Int[Tensor, "batch pos"]
     """1 where ``tokens`` holds a real token (BOS included), 0 on padding (long)."""
-
-
-class _Backend(Protocol):
-    """What a vocabulary must do; the face adds BOS, batching, tensors and checks."""
-
-    def encode(self, texts: list[str]) -> list[list[int]]: ...
-    def decode(self, ids: list[int]) -> str: ...
-    def decode_each(self, ids: list[int]) -> list[str]: ...
-    def pieces(self, ids: list[int]) -> list[str]: ...
-    def size(self) -> int: ...
 
 
 class _TokenizersBackend:
@@ -170,6 +175,10 @@ class _SymbolBackend:
 
     def size(self) -> int:
         return len(self.symbols) + (self.special is not None)
+
+
+_Backend = _TokenizersBackend | _HFBackend | _SymbolBackend
+"""What a vocabulary does (encode / decode / decode_each / pieces / size); the face adds the rest."""
 
 
 class Tokenizer:
@@ -416,25 +425,70 @@ class Tokenizer:
         )
         return [self.to_string(r) for r in rows]
 
+    def _text_or_ids(self, x: str | Tensor | Sequence[int], prepend_bos: bool | None) -> list[int]:
+        return self.encode(x, prepend_bos=prepend_bos) if isinstance(x, str) else self._ids(x)
+
     def to_str_tokens(
         self, text_or_tokens: str | Tensor | Sequence[int], *, prepend_bos: bool | None = None
     ) -> list[str]:
         """Each token decoded on its own (``[" Mary", " and"]``); text is tokenized first (BOS per policy)."""
-        if isinstance(text_or_tokens, str):
-            ids = self.encode(text_or_tokens, prepend_bos=prepend_bos)
-        else:
-            ids = self._ids(text_or_tokens)
-        return self._backend.decode_each(ids)
+        return self._backend.decode_each(self._text_or_ids(text_or_tokens, prepend_bos))
 
     def to_pieces(
         self, text_or_tokens: str | Tensor | Sequence[int], *, prepend_bos: bool | None = None
     ) -> list[str]:
         """Each token as the vocabulary spells it (byte-level BPE: ``"ĠMary"``, ``"Ċ"`` for a newline)."""
-        if isinstance(text_or_tokens, str):
-            ids = self.encode(text_or_tokens, prepend_bos=prepend_bos)
+        return self._backend.pieces(self._text_or_ids(text_or_tokens, prepend_bos))
+
+    # ----- persistence ----------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        """Write ``tokenizer_config.json`` (+ ``tokenizer.json`` for BPE vocabularies) into ``directory``.
+
+        A slow (python) transformers tokenizer cannot be saved this way: save it with ``save_pretrained``.
+        """
+        config: dict[str, Any] = {"format": _FORMAT, "version": 1, "add_bos": self.add_bos}
+        config |= {k: getattr(self, k) for k in _SPECIAL_IDS}
+        b = self._backend
+        raw = None
+        if isinstance(b, _SymbolBackend):
+            config |= {
+                "kind": b.kind,
+                "symbols": None if b.kind == "bytes" else b.symbols,
+                "special": b.special,
+            }
         else:
-            ids = self._ids(text_or_tokens)
-        return self._backend.pieces(ids)
+            raw = b.tok if isinstance(b, _TokenizersBackend) else getattr(b.hf, "backend_tokenizer", None)
+            if raw is None:
+                raise TokenError(
+                    "a slow transformers tokenizer cannot be saved by mechscope; use save_pretrained."
+                )
+            config["kind"] = "tokenizers"
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if raw is not None:
+            _write_atomic(directory / "tokenizer.json", raw.to_str())
+        _write_atomic(directory / "tokenizer_config.json", json.dumps(config, indent=1))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Tokenizer:
+        """A tokenizer written by :meth:`save`; :class:`ModelFileError` if missing or not mechscope's."""
+        from tokenizers import Tokenizer as RawTokenizer
+
+        path = Path(directory) / "tokenizer_config.json"
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+            if config.get("format") != _FORMAT:
+                raise ValueError(f"format is {config.get('format')!r}, expected {_FORMAT!r}")
+            kind = config["kind"]
+            backend: _Backend
+            if kind == "tokenizers":
+                backend = _TokenizersBackend(RawTokenizer.from_file(str(path.with_name("tokenizer.json"))))
+            else:
+                symbols = config["symbols"] or [chr(i) for i in range(256)]
+                backend = _SymbolBackend(kind, symbols, config["special"])
+        except Exception as e:  # missing file, bad JSON, missing keys, unreadable tokenizer.json
+            raise ModelFileError(f"cannot load a mechscope tokenizer from {directory}: {e}") from e
+        return cls(backend, **{k: config[k] for k in _SPECIAL_IDS}, add_bos=bool(config["add_bos"]))
 
     def __repr__(self) -> str:
         kind = type(self._backend).__name__.strip("_").removesuffix("Backend")

@@ -112,6 +112,29 @@ def test_from_hf_detects_bos_convention() -> None:
     assert wrapped.to_tokens("c a").tolist() == [[5, 3]]  # the raw post-processor is not used
 
 
+def test_save_load_toy_vocabularies(tmp_path: Path) -> None:
+    for i, tok in enumerate(
+        [Tokenizer.bytes(), Tokenizer.chars("xyz", bos="^"), Tokenizer.integers(7, extra=["="])]
+    ):
+        tok.save(tmp_path / str(i))
+        back = Tokenizer.load(tmp_path / str(i))
+        text = ["héllo ✓", "zyx^x", "6 0 ="][i]
+        assert back.to_tokens(text).tolist() == tok.to_tokens(text).tolist() and back.to_string(
+            tok.encode(text)
+        )
+        assert (back.vocab_size, back.bos_token_id, back.pad_token_id, back.add_bos) == (
+            tok.vocab_size,
+            tok.bos_token_id,
+            tok.pad_token_id,
+            tok.add_bos,
+        )
+    with pytest.raises(ModelFileError, match="cannot load a mechscope tokenizer"):
+        Tokenizer.load(tmp_path / "missing")
+    (tmp_path / "0" / "tokenizer_config.json").write_text('{"format": "other"}')
+    with pytest.raises(ModelFileError, match="expected 'mechscope-tokenizer'"):
+        Tokenizer.load(tmp_path / "0")
+
+
 # ----- GGUF metadata -> tokenizer (no model file) ---------------------------------------------------
 
 
@@ -217,6 +240,14 @@ def test_smollm_single_tokens(smol: Tokenizer) -> None:
 def test_smollm_roundtrip_on_real_text(smol: Tokenizer, docstrings: list[str]) -> None:
     batch = smol.encode_batch(docstrings)
     assert smol.decode_batch(batch.tokens, batch.attention_mask) == docstrings
+
+
+@pytest.mark.model
+def test_smollm_save_load(smol: Tokenizer, docstrings: list[str], tmp_path: Path) -> None:
+    smol.save(tmp_path)
+    back = Tokenizer.load(tmp_path)
+    assert repr(back) == repr(smol)
+    assert torch.equal(back.to_tokens(docstrings[:50]), smol.to_tokens(docstrings[:50]))
 
 
 @pytest.mark.model

@@ -1,0 +1,128 @@
+"""SAELens's on-disk layout (``cfg.json`` + ``sae_weights.safetensors``), export and import.
+
+See ``io`` for the mapping. Scales are folded on export: with ``s_in``/``s_out`` the input/output scales,
+``W_enc' = s_in W_enc``, ``W_dec' = W_dec / s_out``, ``b_dec' = b_dec / s_out`` (so the centring
+``x - b_dec'`` also rescales), ``W_skip' = W_skip s_in / s_out``; encoder biases and thresholds are
+unchanged because pre-activations are unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mechscope.dictionaries.base import Dictionary
+from mechscope.dictionaries.io import (
+    _SAELENS_VERSION,
+    SAELENS_CONFIG_FILE,
+    SAELENS_WEIGHTS_FILE,
+    _check_expectations,
+    _load_state,
+    atomic_save_tensors,
+    atomic_write_json,
+    read_json,
+    read_tensors,
+)
+from mechscope.dictionaries.registry import config_from_dict, create
+from mechscope.errors import ConfigError, ModelFileError
+
+_TO_SAELENS = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu",
+               "gated": "gated"}
+_FROM_SAELENS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated",
+                 "transcoder": "transcoder", "skip_transcoder": "transcoder"}
+
+
+def _folded_weights(d: Dictionary) -> dict[str, Tensor]:
+    s_in, s_out = d.cfg.input_scale, d.cfg.output_scale
+    w = {k: v.detach().clone() for k, v in d.state_dict().items()}
+    w["W_enc"] = w["W_enc"] * s_in
+    w["W_dec"] = w["W_dec"] / s_out
+    w["b_dec"] = w["b_dec"] / s_out
+    if "W_skip" in w:
+        w["W_skip"] = (w["W_skip"] * (s_in / s_out)).t().contiguous()
+    if d.cfg.architecture == "batchtopk":
+        w["threshold"] = torch.full((d.cfg.d_sae,), float(w.pop("threshold").clamp_min(0)), dtype=w["b_enc"].dtype)
+    return w
+
+
+def save_saelens(dictionary: Dictionary, path: str | os.PathLike[str]) -> Path:
+    """Write SAELens's layout so ``SAE.load_from_disk(path)`` loads it; returns the directory."""
+    cfg = dictionary.cfg
+    arch = cfg.architecture
+    if arch == "transcoder":
+        if getattr(cfg, "k", None) is not None:
+            raise ConfigError("SAELens has no TopK transcoder; save it with mechscope's own format (io.save)")
+        sl_arch = "skip_transcoder" if getattr(cfg, "skip", False) else "transcoder"
+    elif arch in _TO_SAELENS:
+        sl_arch = _TO_SAELENS[arch]
+    else:
+        raise ConfigError(f"SAELens has no {arch!r} architecture; SAELens can hold {sorted(_TO_SAELENS)} and "
+                          f"transcoder; use mechscope's own format (io.save)")
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    data: dict[str, Any] = {
+        "architecture": sl_arch, "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": cfg.dtype, "device": "cpu",
+        "apply_b_dec_to_input": cfg.apply_b_dec_to_input, "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": {"hook_name": cfg.hook_name, "model_name": cfg.model_name,
+                     "sae_lens_version": _SAELENS_VERSION, "sae_lens_training_version": _SAELENS_VERSION,
+                     "mechscope_config": cfg.to_dict()},
+    }
+    if sl_arch == "topk":
+        data.update(k=cfg.k, rescale_acts_by_decoder_norm=False)  # type: ignore[attr-defined]
+    if sl_arch in ("transcoder", "skip_transcoder"):
+        data["d_out"] = cfg.d_output
+    atomic_save_tensors(out / SAELENS_WEIGHTS_FILE, _folded_weights(dictionary))
+    atomic_write_json(out / SAELENS_CONFIG_FILE, data)
+    return out
+
+
+def _config_from_saelens(data: dict[str, Any], where: Path) -> dict[str, Any]:
+    arch = data.get("architecture", "standard")
+    if arch not in _FROM_SAELENS:
+        raise ConfigError(f"{where}: SAELens architecture {arch!r} is not supported; "
+                          f"supported: {sorted(_FROM_SAELENS)}")
+    if data.get("normalize_activations", "none") != "none":
+        raise ConfigError(f"{where}: normalize_activations={data['normalize_activations']!r}; fold the "
+                          f"normalisation into the weights in SAELens first (only 'none' is read)")
+    if data.get("reshape_activations", "none") != "none":
+        raise ConfigError(f"{where}: reshape_activations={data['reshape_activations']!r} is not supported")
+    meta = data.get("metadata") or {}
+    try:
+        cfg: dict[str, Any] = {"architecture": _FROM_SAELENS[arch], "d_in": int(data["d_in"]),
+                               "d_sae": int(data["d_sae"]), "hook_name": meta.get("hook_name"),
+                               "model_name": meta.get("model_name"),
+                               "apply_b_dec_to_input": bool(data.get("apply_b_dec_to_input", True))}
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{where}: cfg.json lacks a valid d_in/d_sae ({e})") from e
+    dtype = str(data.get("dtype", "float32")).replace("torch.", "")
+    cfg["dtype"] = dtype if dtype in ("float32", "float64", "bfloat16") else "float32"
+    if arch == "topk":
+        cfg["k"] = int(data["k"])
+    if arch in ("transcoder", "skip_transcoder"):
+        cfg.update(d_out=int(data["d_out"]), skip=arch == "skip_transcoder", apply_b_dec_to_input=False)
+    return cfg
+
+
+def load_saelens(path: str | os.PathLike[str], *, d_in: int | None = None,
+                 hook_name: str | None = None) -> Dictionary:
+    """Read SAELens's layout into the matching mechscope dictionary (``relu`` for ``standard``)."""
+    root = Path(path)
+    data = read_json(root / SAELENS_CONFIG_FILE)
+    dictionary = create(config_from_dict(_config_from_saelens(data, root / SAELENS_CONFIG_FILE)))
+    _check_expectations(dictionary, d_in, hook_name, root)
+    tensors = read_tensors(root / SAELENS_WEIGHTS_FILE)
+    if "W_skip" in tensors:
+        tensors["W_skip"] = tensors["W_skip"].t().contiguous()
+    if data.get("architecture") == "topk" and data.get("rescale_acts_by_decoder_norm"):
+        norms = tensors["W_dec"].norm(dim=-1)  # fold: topk(pre * n) == topk of the folded pre-activations
+        tensors.update(W_dec=tensors["W_dec"] / norms[:, None], W_enc=tensors["W_enc"] * norms,
+                       b_enc=tensors["b_enc"] * norms)
+    return _load_state(dictionary, tensors, root / SAELENS_WEIGHTS_FILE)
+
+
+__all__ = ["save_saelens", "load_saelens"]

@@ -1,0 +1,243 @@
+"""``Trainer``: one training loop for every dictionary variant, fed by a plain iterator of batches.
+
+Each batch is a tensor ``[batch d_in]`` (an SAE reconstructs it), a tensor ``[batch n_layers d_in]``
+(crosscoder) or a pair ``(input, target)`` (transcoder). The first batches set the input scale (when the
+config asks for ``expected_norm``) and ``b_dec``. Every step: variant loss -> backward -> the variant's
+decoder-gradient projection -> gradient clipping -> Adam with the scheduled learning rate -> the
+variant's decoder renormalisation -> dead-latent bookkeeping. The sparsity coefficient and learning rate
+follow ``TrainerConfig`` schedules.
+
+Checkpoints are directories ``checkpoints/step-NNNNNNN/`` holding the dictionary (our format), the Adam
+moments and the dead-latent counters as ``optimizer.safetensors`` and every scalar (step, tokens, Adam
+step counts and hyper-parameters) as ``trainer_state.json``: no pickle anywhere. A directory is written
+under a temporary name, fsynced and renamed; then ``checkpoints/latest.json`` is atomically replaced to
+point at it, so a crash leaves the previous checkpoint intact. ``fit`` resumes from ``latest.json``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mechscope.dictionaries import io
+from mechscope.dictionaries.base import Dictionary, TrainContext, TrainOutput
+from mechscope.dictionaries.train.config import TrainerConfig
+from mechscope.errors import ModelFileError, ShapeError
+
+Batch = Tensor | tuple[Tensor, Tensor]
+
+
+def _split(batch: Batch) -> tuple[Tensor, Tensor]:
+    if isinstance(batch, (tuple, list)):
+        if len(batch) != 2:
+            raise ShapeError(f"a training batch tuple must be (input, target), got {len(batch)} items")
+        return batch[0], batch[1]
+    return batch, batch
+
+
+class Trainer:
+    """Train ``dictionary`` with ``cfg``; see the module docstring.
+
+    Example:
+        >>> from mechscope.dictionaries.topk import TopKConfig, TopKDictionary
+        >>> from mechscope.dictionaries.train import Trainer, TrainerConfig
+        >>> sae = TopKDictionary(TopKConfig(d_in=8, d_sae=32, k=2))
+        >>> batches = (torch.randn(64, 8) for _ in range(5))
+        >>> trained = Trainer(sae, TrainerConfig(total_steps=5, progress=False)).fit(batches)
+    """
+
+    def __init__(self, dictionary: Dictionary, cfg: TrainerConfig) -> None:
+        self.dictionary = dictionary
+        self.cfg = cfg
+        self.optimizer = torch.optim.Adam(dictionary.parameters(), lr=cfg.lr,
+                                          betas=(cfg.adam_beta1, cfg.adam_beta2))
+        self.step = 0
+        self.tokens = 0
+        self.tokens_since_fired = torch.zeros(dictionary.cfg.d_sae, dtype=torch.int64)
+        self.history: list[dict[str, float]] = []
+        self.out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
+
+    # -- public ---------------------------------------------------------------------------------------
+    @property
+    def dead_mask(self) -> Tensor:
+        """Bool ``[d_sae]``: latents silent for at least ``dead_window_tokens`` tokens."""
+        return self.tokens_since_fired >= self.cfg.dead_window_tokens
+
+    def fit(self, data: Iterable[Batch]) -> Dictionary:
+        """Train until ``total_steps`` (resuming from ``out_dir`` if it holds a checkpoint)."""
+        from tqdm.auto import tqdm
+
+        torch.manual_seed(self.cfg.seed)
+        it: Iterator[Batch] = iter(data)
+        if self.out_dir is not None and self.load_checkpoint() and self.cfg.skip_seen_batches:
+            it = itertools.islice(it, self.step, None)
+        if self.step == 0:
+            it = self._initialise(it)
+        bar = tqdm(total=self.cfg.total_steps, initial=self.step, disable=not self.cfg.progress, desc="dictionary")
+        t_last, tok_last = time.perf_counter(), self.tokens
+        try:
+            while self.step < self.cfg.total_steps:
+                batch = next(it, None)
+                if batch is None:
+                    break
+                x, target = _split(batch)
+                out = self.train_step(x, target)
+                if self.step % self.cfg.log_every == 0 or self.step == self.cfg.total_steps:
+                    now = time.perf_counter()
+                    row = self._log(out, target, (self.tokens - tok_last) / max(now - t_last, 1e-9))
+                    t_last, tok_last = now, self.tokens
+                    bar.set_postfix(l0=f"{row['l0']:.1f}", ev=f"{row['explained_variance']:.3f}",
+                                    dead=f"{row['dead_fraction']:.3f}")
+                bar.update(1)
+                if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        if self.out_dir is not None:
+            self.save_checkpoint()
+            io.save(self.dictionary, self.out_dir / "dictionary")
+        return self.dictionary
+
+    def train_step(self, x: Tensor, target: Tensor) -> TrainOutput:
+        """One optimiser step on ``x`` predicting ``target``; returns the step's losses."""
+        d, cfg = self.dictionary, self.cfg
+        ctx = TrainContext(cfg.sparsity_scale_at(self.step), self.dead_mask if self.step else None, self.step)
+        out = d.training_losses(x, target, ctx)
+        out.loss.backward()
+        d.before_optimizer_step()
+        if cfg.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(d.parameters(), cfg.grad_clip_norm)
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr_at(self.step)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        d.after_optimizer_step()
+        n = x.shape[0]
+        self.tokens_since_fired += n
+        self.tokens_since_fired[out.fired.cpu() > 0] = 0
+        self.tokens += n
+        self.step += 1
+        return out
+
+    # -- initialisation -------------------------------------------------------------------------------
+    def _initialise(self, it: Iterator[Batch]) -> Iterator[Batch]:
+        """Estimate the input scale and ``b_dec`` from the first batches (which are then trained on)."""
+        d = self.dictionary
+        head = list(itertools.islice(it, max(self.cfg.norm_estimate_batches, 1)))
+        if not head:
+            return it
+        xs = torch.cat([_split(b)[0] for b in head])
+        ts = torch.cat([_split(b)[1] for b in head])
+        if d.cfg.normalize_activations == "expected_norm":
+            d.check_input(xs)
+            s_in = expected_norm_scale(xs, d.cfg.d_in)
+            s_out = s_in if ts is xs or torch.equal(ts, xs) else expected_norm_scale(ts, ts.shape[-1])
+            d.with_config(input_scale=s_in, output_scale=s_out)
+        d.init_b_dec(_split(head[0])[1])
+        return itertools.chain(head, it)
+
+    # -- logging ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _log(self, out: TrainOutput, target: Tensor, tokens_per_s: float) -> dict[str, float]:
+        t = self.dictionary.scale_target(target).reshape(target.shape[0], -1).double()
+        var = float((t - t.mean(0)).pow(2).sum()) / t.shape[0]
+        row = {"step": self.step, "tokens": self.tokens, "loss": float(out.loss), "mse": float(out.mse),
+               "sparsity_loss": float(out.sparsity), "aux_loss": float(out.aux), "l0": float(out.l0),
+               "explained_variance": 1.0 - float(out.mse) / max(var, 1e-30),
+               "dead_fraction": float(self.dead_mask.float().mean()), "lr": self.cfg.lr_at(self.step - 1),
+               "sparsity_scale": self.cfg.sparsity_scale_at(self.step - 1), "tokens_per_s": tokens_per_s}
+        self.history.append(row)
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+        return row
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/step-N`` atomically and point ``latest.json`` at it."""
+        if self.out_dir is None:
+            raise ModelFileError("TrainerConfig.out_dir is None; set it to save checkpoints")
+        root = self.out_dir / "checkpoints"
+        root.mkdir(parents=True, exist_ok=True)
+        name = f"step-{self.step:07d}"
+        tmp = root / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        io.save(self.dictionary, tmp)
+        tensors, scalars = _optimizer_to_files(self.optimizer)
+        tensors["tokens_since_fired"] = self.tokens_since_fired
+        io.atomic_save_tensors(tmp / "optimizer.safetensors", tensors)
+        io.atomic_write_json(tmp / "trainer_state.json", {"step": self.step, "tokens": self.tokens,
+                                                         "optimizer": scalars, "history": self.history[-1:]})
+        final = root / name
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        io.atomic_write_json(root / "latest.json", {"checkpoint": name, "step": self.step})
+        old = sorted(p for p in root.glob("step-*") if p.name != name)
+        for p in old[: max(len(old) - (self.cfg.keep_checkpoints - 1), 0)]:
+            shutil.rmtree(p, ignore_errors=True)
+        return final
+
+    def load_checkpoint(self) -> bool:
+        """Restore from ``out_dir/checkpoints/latest.json``; False if there is none."""
+        assert self.out_dir is not None
+        latest = self.out_dir / "checkpoints" / "latest.json"
+        if not latest.exists():
+            return False
+        where = self.out_dir / "checkpoints" / str(io.read_json(latest).get("checkpoint"))
+        saved = io.load(where, d_in=self.dictionary.cfg.d_in)
+        if type(saved) is not type(self.dictionary):
+            raise ModelFileError(f"{where} holds a {saved.cfg.architecture} dictionary, not "
+                                 f"{self.dictionary.cfg.architecture}; use another out_dir")
+        self.dictionary.load_state_dict(saved.state_dict())
+        self.dictionary.cfg = saved.cfg
+        state = io.read_json(where / "trainer_state.json")
+        tensors = io.read_tensors(where / "optimizer.safetensors")
+        self.tokens_since_fired = tensors.pop("tokens_since_fired")
+        self.optimizer.load_state_dict(_optimizer_from_files(tensors, state["optimizer"]))
+        self.step, self.tokens = int(state["step"]), int(state["tokens"])
+        return True
+
+
+def expected_norm_scale(x: Tensor, width: int) -> float:
+    """Scale making the mean L2 norm of rows ``sqrt(width)`` (Anthropic's input normalisation)."""
+    mean_norm = float(x.reshape(-1, width).double().norm(dim=-1).mean())
+    return (width ** 0.5) / mean_norm if mean_norm > 0 else 1.0
+
+
+def _optimizer_to_files(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into tensors (safetensors) and JSON scalars; no pickle."""
+    sd = opt.state_dict()
+    tensors: dict[str, Tensor] = {}
+    steps: dict[str, float] = {}
+    for idx, st in sd["state"].items():
+        for key, val in st.items():
+            if key == "step":
+                steps[str(idx)] = float(val)
+            else:
+                tensors[f"state.{idx}.{key}"] = val
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "steps": steps}
+
+
+def _optimizer_from_files(tensors: dict[str, Tensor], scalars: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Tensor]] = {}
+    for name, val in tensors.items():
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = val
+    for idx, step in scalars["steps"].items():
+        state.setdefault(int(idx), {})["step"] = torch.tensor(float(step))
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in scalars["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+__all__ = ["Trainer", "expected_norm_scale"]

@@ -237,12 +237,23 @@ def _state_of(model: HookedTransformer) -> StateDict:
 
 
 def _build(like: HookedTransformer, weights: Weights, source: str) -> HookedTransformer:
-    """A ``HookedTransformer`` for ``weights`` with ``like``'s tokenizer, dtype, device and mode."""
-    from mechscope.models.transformer import HookedTransformer, load_state
+    """A ``HookedTransformer`` for ``weights`` with ``like``'s tokenizer, dtype, device and mode.
 
+    The skeleton is built on the meta device (no random init: that would dominate the cost on a real
+    model) and the weights are assigned as fresh copies, so the new model shares no storage with ``like``.
+    """
+    from mechscope.models.transformer import HookedTransformer
+
+    with torch.device("meta"):
+        new = HookedTransformer(weights.cfg, tokenizer=like.tokenizer)
+    own = {k: v.shape for k, v in new.state_dict().items()}
+    got = {k: v.shape for k, v in weights.state.items()}
+    if own != got:
+        diff = sorted(set(own) ^ set(got)) + sorted(k for k in own if k in got and own[k] != got[k])
+        raise ConfigError(f"{source} produced weights that do not fit its config (keys/shapes differ: {diff[:5]})")
     first = next(like.parameters())
-    new = HookedTransformer(weights.cfg, tokenizer=like.tokenizer).to(device=first.device, dtype=first.dtype)
-    load_state(new, weights.state, source=source)
+    state = {k: v.to(device=first.device, dtype=first.dtype, copy=True) for k, v in weights.state.items()}
+    new.load_state_dict(state, strict=True, assign=True)
     new.train(like.training)
     return new
 

@@ -216,3 +216,16 @@ def test_transform_returns_weights_and_keeps_dtype() -> None:
     assert next(new.parameters()).dtype == torch.float64
     toks = tokens(model.cfg)
     torch.testing.assert_close(logprobs(new, toks), logprobs(model, toks), atol=1e-10, rtol=0)
+
+
+def test_new_model_owns_its_parameters() -> None:
+    model = random_model(CONFIGS["llama"])  # center_unembed leaves most tensors as they were
+    new = apply_transform(model, center_unembed)
+    params = dict(new.named_parameters())
+    assert set(params) == set(dict(model.named_parameters()))
+    assert all(isinstance(p, torch.nn.Parameter) and p.requires_grad for p in params.values())
+    with torch.no_grad():
+        params["blocks.0.attn.W_Q"].add_(1.0)
+    assert not torch.equal(params["blocks.0.attn.W_Q"], model.blocks[0].attn.W_Q)
+    new(tokens(new.cfg)).sum().backward()
+    assert params["embed.W_E"].grad is not None

@@ -203,7 +203,6 @@ def _llama_config(metadata: Mapping[str, Any], tensors: Mapping[str, Any], path:
         "attention_bias": "blk.0.attn_q.bias" in tensors,
         "mlp_bias": False,
         "hidden_act": "silu",
-        "torch_dtype": "float32",
     }
     for name in ("bos", "eos", "padding"):
         key = f"tokenizer.ggml.{name}_token_id"

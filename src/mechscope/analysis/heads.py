@@ -40,20 +40,21 @@ class HeadScores(NamedTuple):
 
 
 def repeated_tokens(d_vocab: int, half_len: int, batch: int = 4, seed: int = 0, bos: int | None = None,
-                    low: int = 0) -> Int[Tensor, "batch pos"]:
-    """``batch`` random sequences of ``half_len`` tokens from [low, d_vocab), each repeated twice.
+                    low: int = 0, high: int | None = None) -> Int[Tensor, "batch pos"]:
+    """``batch`` random sequences of ``half_len`` tokens from [low, high or d_vocab), each repeated twice.
 
     With ``bos`` given, it is prepended (length 1 + 2·half_len). Tokens within a half are distinct when
     the vocabulary allows it, so the induction target is exactly q → q−half_len+1.
     """
-    if not 0 <= low < d_vocab:
-        raise ConfigError(f"low must be in [0, d_vocab={d_vocab}), got {low}")
+    high = d_vocab if high is None else high
+    if not 0 <= low < high <= d_vocab:
+        raise ConfigError(f"need 0 <= low < high <= d_vocab={d_vocab}, got low={low}, high={high}")
     gen = torch.Generator().manual_seed(seed)
-    n = d_vocab - low
+    n = high - low
     if half_len <= n:
         half = torch.rand(batch, n, generator=gen).argsort(-1)[:, :half_len] + low
     else:
-        half = torch.randint(low, d_vocab, (batch, half_len), generator=gen)
+        half = torch.randint(low, high, (batch, half_len), generator=gen)
     seq = torch.cat([half, half], dim=1)
     if bos is not None:
         seq = torch.cat([torch.full((batch, 1), bos, dtype=seq.dtype), seq], dim=1)
@@ -120,18 +121,21 @@ def attention_patterns(model: Any, tokens: Int[Tensor, "batch pos"]) -> Float[Te
 
 
 def detect_heads(model: Any, tokens: Int[Tensor, "batch pos"] | None = None, *, half_len: int = 50,
-                 batch: int = 4, seed: int = 0, skip_first: bool = True) -> HeadScores:
+                 batch: int = 4, seed: int = 0, skip_first: bool = True,
+                 token_range: tuple[int, int] | None = None) -> HeadScores:
     """Previous-token, duplicate-token and induction scores of every head of ``model``.
 
     Default tokens: ``batch`` random sequences of ``half_len`` tokens repeated twice (with the tokenizer's
     BOS, if the model has one, first). Pass ``tokens`` to score on real text instead. ``skip_first``
-    takes key 0 (the BOS / first token, a common attention sink) out of every target.
+    takes key 0 (the BOS / first token, a common attention sink) out of every target. ``token_range``
+    = (low, high) restricts the random tokens (e.g. printable bytes for a byte-level model).
     """
     if tokens is None:
         tok = getattr(model, "tokenizer", None)
         bos = getattr(tok, "bos_token_id", None) if tok is not None else None
         low = min(3, model.cfg.d_vocab - 1) if bos is not None else 0  # keep special ids out of the random part
-        tokens = repeated_tokens(model.cfg.d_vocab, half_len, batch, seed, bos=bos, low=low)
+        low, high = token_range if token_range is not None else (low, None)
+        tokens = repeated_tokens(model.cfg.d_vocab, half_len, batch, seed, bos=bos, low=low, high=high)
     patterns = attention_patterns(model, tokens)
     targets = {"previous_token": previous_token_target(tokens), "duplicate_token": duplicate_token_target(tokens),
                "induction": induction_target(tokens)}

@@ -30,6 +30,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechscope.errors import ConfigError
+from mechscope.models.factored import FactoredMatrix
 
 # ----- direct path: bigrams ----------------------------------------------------------------------------
 
@@ -87,23 +88,27 @@ def head_weights(model: Any) -> dict[str, Tensor]:
     return out
 
 
-def qk_circuit(model: Any, layer: int) -> Float[Tensor, "n_heads query_tok key_tok"]:
-    """Full token-token QK circuit ``scale · W_E W_Q W_Kᵀ W_Eᵀ`` per head (attention logits, positions ignored).
+def qk_circuit(model: Any, layer: int) -> FactoredMatrix:
+    """Token-token QK circuit ``scale · W_E W_Q W_Kᵀ W_Eᵀ`` per head [n_heads query_tok key_tok] (factored).
 
-    Dense [n_heads d_vocab d_vocab]: meant for small vocabularies (toy and byte-level models).
+    Entry [h, b, a]: head h's attention logit from query token b to key token a (positions ignored).
+    ``.AB`` materialises it (fine for small vocabularies).
     """
     w = head_weights(model)
     we = model.W_E.detach()
-    q = torch.einsum("vd,hde->hve", we, w["W_Q"][layer])
+    q = torch.einsum("vd,hde->hve", we, w["W_Q"][layer]) * model.cfg.attention.attn_scale
     k = torch.einsum("vd,hde->hve", we, w["W_K"][layer])
-    return q @ k.transpose(-1, -2) * model.cfg.attention.attn_scale
+    return FactoredMatrix(q, k.transpose(-1, -2))
 
 
-def ov_circuit(model: Any, layer: int) -> Float[Tensor, "n_heads src_tok out_tok"]:
-    """Full OV circuit ``W_E W_V W_O W_U`` per head: logit change of each output token per attended token."""
+def ov_circuit(model: Any, layer: int) -> FactoredMatrix:
+    """OV circuit ``W_E W_V W_O W_U`` per head [n_heads src_tok out_tok] (factored, inner dim d_head).
+
+    Entry [h, a, c]: the change of token c's logit per unit of head h's attention on token a.
+    """
     w = head_weights(model)
     v = torch.einsum("vd,hde->hve", model.W_E.detach(), w["W_V"][layer])
-    return v @ (w["W_O"][layer] @ model.W_U.detach())
+    return FactoredMatrix(v, w["W_O"][layer] @ model.W_U.detach())
 
 
 class CopyingScores(NamedTuple):
@@ -124,8 +129,8 @@ def copying_scores(model: Any) -> CopyingScores:
     if model.cfg.d_vocab != model.cfg.vocab_out:
         raise ConfigError("copying scores need the same input and output vocabulary (d_vocab == d_vocab_out)")
     w = head_weights(model)
-    small = w["W_O"] @ (model.W_U.detach() @ model.W_E.detach()) @ w["W_V"]  # [l h e e]
-    lam = torch.linalg.eigvals(small.double())
+    ov = FactoredMatrix((model.W_E.detach() @ w["W_V"]).double(), (w["W_O"] @ model.W_U.detach()).double())
+    lam = ov.eigenvalues  # [l h d_head]: the nonzero spectrum of the vocab-square circuit
     mag = lam.abs().sum(-1).clamp_min(1e-30)
     pos = (lam.abs() * (lam.real > 0)).sum(-1)
     return CopyingScores((lam.real.sum(-1) / mag).float(), (pos / mag).float())
@@ -158,7 +163,7 @@ def skip_trigrams(model: Any, k: int = 20, layer: int = 0, exclude: tuple[int, .
     every token once), C = argmax of the OV row of A centred over outputs; score = proxy × OV boost.
     ``exclude`` drops tokens (e.g. a document separator) from A, B and C.
     """
-    qk, ov = qk_circuit(model, layer), ov_circuit(model, layer)
+    qk, ov = qk_circuit(model, layer).AB, ov_circuit(model, layer).AB
     ov = ov - ov.mean(-1, keepdim=True)
     if exclude:
         ex = torch.tensor(exclude)

@@ -293,7 +293,8 @@ class TokenSplit:
         """``n`` chunks evenly spread over the split [n seq_len], the same every call."""
         total = self.n_chunks(seq_len)
         if total == 0:
-            raise ConfigError(f"the split holds {len(self)} tokens, not one chunk of {seq_len}")
+            raise ConfigError(f"the split holds {len(self)} tokens ({self.n_documents} documents), not one chunk of "
+                              f"{seq_len}: use a bigger corpus or a larger val_fraction")
         return self.chunks(np.linspace(0, total - 1, min(n, total)).round().astype(np.int64), seq_len)
 
     def bigram_counts(self, block: int = 1 << 22) -> np.ndarray:
@@ -370,3 +371,31 @@ def _build(cfg: CorpusConfig, root: Path) -> None:
     tmp = root / f"meta.json{tag}"
     tmp.write_text(json.dumps(meta, indent=2))
     os.replace(tmp, root / "meta.json")
+
+
+class CorpusBatches:
+    """A resumable trainer batch source over a split: batch ``k`` is ``split.batch_at(k, ...)``.
+
+    Its whole state is the step counter (batches are a pure function of seed and step), so resuming is
+    exact and costs nothing. Batches hold ``seq_len + 1`` tokens (inputs and next-token targets).
+    """
+
+    def __init__(self, split: TokenSplit, batch_size: int, seq_len: int, seed: int = 0) -> None:
+        self.split, self.batch_size, self.seq_len, self.seed = split, batch_size, seq_len, seed
+        self.step = 0
+
+    def next_batch(self) -> torch.Tensor:
+        """Tokens [batch_size seq_len+1] of the next update."""
+        batch = self.split.batch_at(self.step, self.batch_size, self.seq_len + 1, self.seed)
+        self.step += 1
+        return batch
+
+    def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """The step counter (JSON) and no tensors."""
+        return {"kind": "corpus", "step": self.step, "seed": self.seed}, {}
+
+    def load_state(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        """Restore the step counter saved by :meth:`state`."""
+        if meta.get("kind") != "corpus" or meta.get("seed") != self.seed:
+            raise ModelFileError(f"checkpoint data state {meta} was not written by CorpusBatches(seed={self.seed})")
+        self.step = int(meta["step"])

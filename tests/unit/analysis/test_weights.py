@@ -90,7 +90,7 @@ def test_copying_scores_match_full_eigenvalues() -> None:
     model = _model(n_layers=2, norm="none", d_vocab=15)
     cs = copying_scores(model)
     for layer in range(2):
-        lam = torch.linalg.eigvals(ov_circuit(model, layer).double())  # [h v v], full spectrum
+        lam = torch.linalg.eigvals(ov_circuit(model, layer).AB.double())  # [h v v], full spectrum
         ratio = lam.real.sum(-1) / lam.abs().sum(-1)
         torch.testing.assert_close(cs.eig_ratio[layer], ratio.float(), atol=1e-4, rtol=1e-3)
     # the hand-built induction head's OV is the identity on tokens: a perfect copier
@@ -148,7 +148,7 @@ def test_skip_trigram_extraction_agrees_with_running_the_model() -> None:
     ov = torch.tensor([t.ov for t in found])
     rank = lambda x: x.argsort().argsort().double()  # noqa: E731
     assert torch.corrcoef(torch.stack([rank(ov), rank(effects)]))[0, 1] > 0.3
-    qk = qk_circuit(model, 0)
+    qk = qk_circuit(model, 0).AB
     assert qk.shape == (2, 12, 12)
 
 
@@ -157,9 +157,9 @@ def test_qk_and_ov_circuits_equal_the_model_on_tiny_contexts() -> None:
     model = _model(n_layers=1, norm="none", d_vocab=9, positional=PositionalConfig(kind="none"), seed=2)
     a, b = 3, 7
     # OV: a one-token context attends to itself, so logits = direct path + sum of the heads' OV rows
-    expected = bigram_logits(model)[a] + ov_circuit(model, 0)[:, a].sum(0)
+    expected = bigram_logits(model)[a] + ov_circuit(model, 0).AB[:, a].sum(0)
     torch.testing.assert_close(model(torch.tensor([[a]]))[0, 0], expected, atol=1e-5, rtol=1e-5)
     # QK: the attention score of query b on key a
     _, cache = model.run_with_cache(torch.tensor([[a, b]]), names=["blocks.0.attn.hook_attn_scores"])
-    torch.testing.assert_close(cache["blocks.0.attn.hook_attn_scores"][0, :, 1, 0], qk_circuit(model, 0)[:, b, a],
+    torch.testing.assert_close(cache["blocks.0.attn.hook_attn_scores"][0, :, 1, 0], qk_circuit(model, 0).AB[:, b, a],
                                atol=1e-5, rtol=1e-5)

@@ -1,0 +1,89 @@
+"""``mechscope induction``: train attention-only models on real text and find their circuits and induction heads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Transformer circuits from the weights and induction heads on real text.",
+                  no_args_is_help=True)
+
+
+@app.command("train")
+def train_cmd(
+    out: Path = typer.Option(..., "--out", help="Run directory (zero_layer/, one_layer/, two_layer/ inside)."),
+    corpus: str = typer.Option("stdlib-source", "--corpus", help="stdlib-source, stdlib-docs, python-docs, "
+                               "shakespeare, or a .txt/.jsonl file or directory."),
+    tokenizer: str = typer.Option("bytes", "--tokenizer", help="bytes (vocab 257, fast) or smollm2 (49152, slow)."),
+    steps: int = typer.Option(1500, "--steps", help="Updates of the two-layer model."),
+    d_model: int = typer.Option(128, "--d-model", help="Residual width."),
+    n_heads: int = typer.Option(8, "--n-heads", help="Heads per layer."),
+    d_head: int = typer.Option(16, "--d-head", help="Per-head dimension."),
+    n_ctx: int = typer.Option(256, "--n-ctx", help="Context length."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Sequences per update."),
+    lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate."),
+    seed: int = typer.Option(0, "--seed", help="Seed of weights, batches and the corpus split."),
+    only: str = typer.Option("zero_layer,one_layer,two_layer", "--only", help="Comma-separated models to train."),
+    resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs from their latest checkpoints."),
+    threads: int | None = typer.Option(None, "--threads", help="torch threads (default: torch's choice)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bars."),
+) -> None:
+    """Train the zero-, one- and two-layer attention-only models; prints a JSON summary."""
+    import torch
+
+    from mechscope.errors import MechscopeError
+    from mechscope.experiments.induction import InductionConfig, train
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    names = tuple(s.strip() for s in only.split(",") if s.strip())
+    bad = [n for n in names if n not in ("zero_layer", "one_layer", "two_layer")]
+    if bad:
+        raise typer.BadParameter(f"--only accepts zero_layer, one_layer, two_layer; got {bad}")
+    try:
+        cfg = InductionConfig(corpus=corpus, tokenizer=tokenizer, steps=steps, d_model=d_model, n_heads=n_heads,
+                              d_head=d_head, n_ctx=n_ctx, batch_size=batch_size, lr=lr, seed=seed)
+        summary = train(cfg, out, progress=not no_progress, resume=resume, only=names)
+    except MechscopeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(summary, indent=1, default=str))
+
+
+@app.command("analyze")
+def analyze_cmd(
+    run_dir: Path = typer.Argument(..., help="A directory made by `mechscope induction train`."),
+    as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+    img: Path | None = typer.Option(None, "--img", help="Also save the pictures (PNG) into this directory."),
+    threads: int | None = typer.Option(None, "--threads", help="torch threads (default: torch's choice)."),
+) -> None:
+    """Bigram correlation, verified skip-trigrams, induction / previous-token heads, K-composition, phase change."""
+    import torch
+
+    from mechscope.errors import MechscopeError
+    from mechscope.experiments.induction import analyze, public
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        result = analyze(run_dir)
+        if img is not None:
+            from mechscope.experiments.induction_report import figures
+
+            result["images"] = {k: str(v) for k, v in figures(result, img).items()}
+    except MechscopeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    pub = public(result)
+    if as_json:
+        typer.echo(json.dumps(pub, indent=1))
+        return
+    for key in ("bigram_corr", "skip_trigrams_verified", "icl_score_final", "induction_score_final",
+                "phase_change_step", "icl_halfway_step", "best_induction_head"):
+        if key in pub:
+            typer.echo(f"{key}: {pub[key]}")
+    for key in ("induction_heads", "prev_token_heads", "k_composition_top"):
+        if key in pub:
+            typer.echo(f"{key}: {pub[key][:5]}")

@@ -1,0 +1,358 @@
+"""Induction heads on real text (Elhage et al. 2021; Olsson et al. 2022), end to end on a CPU.
+
+``train`` fits three attention-only models (no MLP, no norm, so the weights read exactly as circuits) on a
+real corpus (default: the Python standard library's source, byte-level):
+
+* ``zero_layer``: embed → unembed, a bigram table; ``W_E W_U`` should match the corpus's bigram statistics;
+* ``one_layer``: one attention layer; its QK/OV circuits are skip-trigram tables "A … B → C";
+* ``two_layer``: two attention layers, evaluated every ``eval_every`` steps while it trains: the
+  in-context-learning (ICL) score (loss on late tokens − loss on early tokens) and the best induction-head
+  score move together in a narrow window: the induction-head *phase change*.
+
+``analyze`` turns a run directory into the JSON of findings (bigram correlation, verified skip-trigrams,
+copying heads, induction / previous-token heads, K-composition partners with a random baseline, the
+phase-change step). ``tour_section`` renders the pictures for the tour (reusing a finished run if present).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mechscope.errors import ConfigError
+
+ICL_EARLY = (40, 50)
+"""Token positions averaged for the ICL score's "early" loss (Olsson et al. use token 50)."""
+PRINTABLE = (32, 127)
+"""Byte range of the random tokens used to probe byte-level models (printable ASCII)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class InductionConfig:
+    """Corpus, model shapes and training schedule of the three models."""
+
+    corpus: str = "stdlib-source"
+    """Corpus name or path (see ``mechscope.data.corpus``)."""
+    tokenizer: str = "bytes"
+    """``bytes`` (vocab 257: fast embed/unembed on a CPU) or ``smollm2`` (49152 ids: slow to train)."""
+    n_ctx: int = 256
+    """Context length of every model."""
+    d_model: int = 256
+    """Residual width."""
+    n_heads: int = 8
+    """Heads per layer."""
+    d_head: int = 32
+    """Per-head dimension."""
+    batch_size: int = 16
+    """Sequences per update."""
+    steps: int = 1500
+    """Updates of the two-layer model."""
+    one_layer_steps: int = 400
+    """Updates of the one-layer model."""
+    zero_layer_steps: int = 300
+    """Updates of the zero-layer model."""
+    lr: float = 2e-3
+    """Peak AdamW learning rate (linear warm-up, then constant)."""
+    warmup_steps: int = 50
+    """Warm-up updates."""
+    eval_every: int = 25
+    """Evaluate ICL and induction scores of the two-layer model every N updates."""
+    checkpoint_every: int = 100
+    """Keep a weights checkpoint every N updates (for the phase-change analysis)."""
+    seed: int = 0
+    """Seeds weights, batches and the corpus split."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_ctx", "d_model", "n_heads", "d_head", "batch_size", "steps", "one_layer_steps",
+                     "zero_layer_steps", "eval_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"InductionConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_ctx <= ICL_EARLY[1] + 10:
+            raise ConfigError(f"InductionConfig.n_ctx must be > {ICL_EARLY[1] + 10} for the ICL score, got {self.n_ctx}")
+        if self.tokenizer not in ("bytes", "smollm2"):
+            raise ConfigError(f"InductionConfig.tokenizer must be 'bytes' or 'smollm2', got {self.tokenizer!r}")
+        if self.lr <= 0:
+            raise ConfigError(f"InductionConfig.lr must be > 0, got {self.lr}")
+
+
+def model_config(cfg: InductionConfig, n_layers: int, d_vocab: int) -> Any:
+    """An attention-only, norm-free ``ModelConfig`` (learned positions; none for the zero-layer model)."""
+    from mechscope.models.config import AttentionConfig, ModelConfig, NormConfig, PositionalConfig
+
+    return ModelConfig(d_model=cfg.d_model, n_layers=max(n_layers, 1), d_vocab=d_vocab, n_ctx=cfg.n_ctx,
+                       attention=AttentionConfig(n_heads=cfg.n_heads, d_head=cfg.d_head), mlp=None,
+                       norm=NormConfig(kind="none"),
+                       positional=PositionalConfig(kind="learned" if n_layers else "none"),
+                       name=f"attn-only-{n_layers}l", architecture="toy")
+
+
+def _corpus(cfg: InductionConfig) -> Any:
+    from mechscope.data.corpus import CorpusConfig, load_corpus
+
+    return load_corpus(CorpusConfig(source=cfg.corpus, tokenizer=cfg.tokenizer, seed=cfg.seed))  # type: ignore[arg-type]
+
+
+def per_position_loss(model: Any, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean next-token loss at each position [seq_len-1] over a batch of sequences [batch seq_len]."""
+    logits = model(tokens[:, :-1])
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none")
+    return loss.view(tokens.shape[0], -1).mean(0)
+
+
+def icl_score(losses: torch.Tensor) -> float:
+    """Loss on the last 10% of positions minus the loss at positions ``ICL_EARLY`` (negative = in-context learning)."""
+    late = losses[-max(len(losses) // 10, 1):].mean()
+    return float(late - losses[ICL_EARLY[0]:ICL_EARLY[1]].mean())
+
+
+def probe_range(tokenizer: str, d_vocab: int) -> tuple[int, int]:
+    """Token ids used for the repeated-random-token probe (printable bytes, or ordinary BPE ids)."""
+    return PRINTABLE if tokenizer == "bytes" else (3, d_vocab)
+
+
+def _lm_loss(model: Any, batch: torch.Tensor) -> torch.Tensor:
+    logits = model(batch[:, :-1])
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+
+
+def _zero_layer_loss(model: Any, batch: torch.Tensor) -> torch.Tensor:
+    """Loss of the direct path only: embed → unembed (equal to the full forward, whose W_O is frozen at 0)."""
+    logits = model.unembed(model.embed(batch[:, :-1]))
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+
+
+def _evaluator(cfg: InductionConfig, val_tokens: torch.Tensor, d_vocab: int) -> Any:
+    from mechscope.analysis.heads import detect_heads
+
+    lo, hi = probe_range(cfg.tokenizer, d_vocab)
+
+    def evaluate(model: Any, step: int) -> dict[str, float]:
+        losses = per_position_loss(model, val_tokens)
+        out = {"val_loss": float(losses.mean()), "icl_score": icl_score(losses)}
+        if model.cfg.n_layers >= 2 or model.cfg.positional.kind != "none":
+            scores = detect_heads(model, half_len=min(50, (cfg.n_ctx - 1) // 2), batch=4, seed=1,
+                                  token_range=(lo, hi))
+            out["induction_best"] = float(scores.induction[-1].max())
+            out["prev_token_best"] = float(scores.previous_token[0].max())
+        return out
+
+    return evaluate
+
+
+def train(cfg: InductionConfig, out_dir: str | Path, *, progress: bool = True, resume: bool = False,
+          only: tuple[str, ...] = ("zero_layer", "one_layer", "two_layer")) -> dict[str, Any]:
+    """Train the zero-, one- and two-layer models into ``out_dir/<name>`` (resumable); returns a summary."""
+    from mechscope.data.corpus import CorpusBatches
+    from mechscope.models.transformer import HookedTransformer
+    from mechscope.train import TrainConfig
+    from mechscope.train import train as run_training
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "induction_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    corpus = _corpus(cfg)
+    val = corpus.val.eval_chunks(16, cfg.n_ctx + 1)
+    plan = {"zero_layer": (0, cfg.zero_layer_steps), "one_layer": (1, cfg.one_layer_steps), "two_layer": (2, cfg.steps)}
+    summary: dict[str, Any] = {}
+    for name in only:
+        n_layers, steps = plan[name]
+        run_dir = out / name
+        if (run_dir / "checkpoints").is_dir() and not resume and _finished(run_dir, steps):
+            summary[name] = "already trained"
+            continue
+        model = HookedTransformer(model_config(cfg, n_layers, corpus.d_vocab), seed=cfg.seed)
+        if n_layers == 0:
+            for blk in model.blocks:
+                blk.attn.W_O.data.zero_()
+                blk.attn.W_O.requires_grad_(False)
+        tcfg = TrainConfig(steps=steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps, seed=cfg.seed, progress=progress,
+                           eval_every=cfg.eval_every if n_layers == 2 else steps,
+                           checkpoint_every=cfg.checkpoint_every if n_layers == 2 else None,
+                           keep_optimizer_state=2, log_every=10)
+        res = run_training(model, _zero_layer_loss if n_layers == 0 else _lm_loss,
+                           CorpusBatches(corpus.train, cfg.batch_size, cfg.n_ctx, seed=cfg.seed), tcfg, run_dir,
+                           callbacks=[_evaluator(cfg, val, corpus.d_vocab)], experiment="induction",
+                           run_config={"model": model.cfg.to_dict(), "induction": asdict(cfg), "name": name},
+                           resume=resume and (run_dir / "checkpoints").is_dir())
+        model.save(run_dir / "final")
+        summary[name] = {"steps": res.step, "wall_seconds": round(res.wall_seconds, 1), **res.last}
+    return summary
+
+
+def _finished(run_dir: Path, steps: int) -> bool:
+    from mechscope.train import list_checkpoints
+
+    ck = list_checkpoints(run_dir)
+    return bool(ck) and ck[-1][0] >= steps and (run_dir / "final" / "model.safetensors").is_file()
+
+
+# ----- analysis ------------------------------------------------------------------------------------------
+def load_config(out_dir: str | Path) -> InductionConfig:
+    """The ``InductionConfig`` a run directory was trained with."""
+    p = Path(out_dir) / "induction_config.json"
+    if not p.is_file():
+        raise ConfigError(f"{p} is missing: {out_dir} is not an induction run (make one with "
+                          "`mechscope induction train --out DIR`)")
+    return InductionConfig(**json.loads(p.read_text()))
+
+
+def _load(out: Path, name: str) -> Any:
+    from mechscope.models.transformer import HookedTransformer
+
+    final = out / name / "final"
+    return HookedTransformer.load(final).eval() if (final / "model.safetensors").is_file() else None
+
+
+def halfway_step(steps: list[int], values: list[float]) -> int | None:
+    """First step at which ``values`` has covered half of its way from the start to its extreme end value.
+
+    Robust to noise because the target is the midpoint of start and the mean of the last 3 values.
+    """
+    if len(values) < 3:
+        return None
+    start, end = values[0], sum(values[-3:]) / 3
+    mid = (start + end) / 2
+    for s, v in zip(steps, values):
+        if (end >= start and v >= mid) or (end < start and v <= mid):
+            return s
+    return None
+
+
+def phase_curve(out_dir: str | Path) -> dict[str, list[float]]:
+    """The two-layer model's evaluation records: step, val_loss, icl_score, induction_best, prev_token_best."""
+    from mechscope.train import read_metrics
+
+    recs = [r for r in read_metrics(Path(out_dir) / "two_layer") if "induction_best" in r]
+    keys = ("step", "val_loss", "icl_score", "induction_best", "prev_token_best")
+    return {k: [r[k] for r in recs] for k in keys}
+
+
+def _token_str(tok: Any, i: int) -> str:
+    return tok.to_string([i])
+
+
+def _bigram_section(m0: Any, counts: Any) -> dict[str, Any]:
+    from mechscope.analysis.weights import bigram_correlation, bigram_logits
+
+    return {"bigram_corr": round(bigram_correlation(bigram_logits(m0), counts, min_count=10), 4),
+            "bigram_pairs": int((counts >= 10).sum())}
+
+
+def _trigram_section(m1: Any, tok: Any, filler: int, sep: int) -> dict[str, Any]:
+    from mechscope.analysis.heads import rank_heads
+    from mechscope.analysis.weights import copying_scores, skip_trigrams, verify_skip_trigrams
+
+    tri = skip_trigrams(m1, k=20, exclude=(sep,))
+    with torch.inference_mode():
+        eff = verify_skip_trigrams(m1, tri, filler=filler, length=32)
+    rows = [{"head": t.head, "a": t.a, "b": t.b, "c": t.c,
+             "text": f"{_token_str(tok, t.a)!r} … {_token_str(tok, t.b)!r} → {_token_str(tok, t.c)!r}",
+             "score": round(t.score, 4), "ov": round(t.ov, 3), "logit_effect": round(float(e), 3)}
+            for t, e in zip(tri, eff)]
+    cs = copying_scores(m1)
+    return {"skip_trigrams": rows, "skip_trigrams_verified": sum(r["logit_effect"] > 0 for r in rows),
+            "copying_heads": rank_heads(cs.eig_ratio, m1.cfg.n_heads)}
+
+
+def _two_layer_section(m2: Any, cfg: InductionConfig, d_vocab: int) -> dict[str, Any]:
+    from mechscope.analysis.heads import detect_heads, rank_heads
+    from mechscope.analysis.weights import composition_scores
+
+    hs = detect_heads(m2, half_len=min(100, (cfg.n_ctx - 1) // 2), batch=8, seed=2,
+                      token_range=probe_range(cfg.tokenizer, d_vocab))
+    comp = composition_scores(m2)
+    k01 = comp.k[0, :, 1, :]  # [layer-0 head, layer-1 head]
+    order = torch.argsort(k01.flatten(), descending=True)[:8]
+    n_h = m2.cfg.n_heads
+    best = int(hs.induction[1].argmax())
+    partner = int(k01[:, best].argmax())
+    return {
+        "induction_heads": rank_heads(hs.induction, 8), "prev_token_heads": rank_heads(hs.previous_token, 8),
+        "duplicate_token_heads": rank_heads(hs.duplicate_token, 5), "chance": hs.chance,
+        "k_composition_top": [[int(i) // n_h, int(i) % n_h, round(float(k01.flatten()[i]), 4),
+                               round(comp.baseline, 4)] for i in order],
+        "best_induction_head": {"layer": 1, "head": best, "induction": round(float(hs.induction[1, best]), 4),
+                                "k_partner": [0, partner], "k_score": round(float(k01[partner, best]), 4),
+                                "k_partner_rank_in_column": int((k01[:, best] > k01[partner, best]).sum()) + 1,
+                                "partner_prev_token": round(float(hs.previous_token[0, partner]), 4)},
+        "composition_baseline": round(comp.baseline, 4),
+        "_scores": {"induction": hs.induction, "prev": hs.previous_token, "k": k01, "q": comp.q[0, :, 1, :],
+                    "v": comp.v[0, :, 1, :]},
+    }
+
+
+def analyze(out_dir: str | Path) -> dict[str, Any]:
+    """All findings of a run directory (JSON-ready except the ``_scores`` tensors, used for pictures)."""
+    out = Path(out_dir)
+    cfg = load_config(out)
+    corpus = _corpus(cfg)
+    from mechscope.data.corpus import load_tokenizer
+
+    tok = load_tokenizer(cfg.tokenizer)  # type: ignore[arg-type]
+    counts = corpus.train.bigram_counts()
+    result: dict[str, Any] = {"config": asdict(cfg)}
+    m0, m1, m2 = (_load(out, n) for n in ("zero_layer", "one_layer", "two_layer"))
+    if m0 is not None:
+        result.update(_bigram_section(m0, counts))
+        result["_bigram"] = (m0, counts)
+    if m1 is not None:
+        result.update(_trigram_section(m1, tok, filler=int(counts.sum(1).argmax()), sep=corpus.train.separator))
+    if m2 is not None:
+        result.update(_two_layer_section(m2, cfg, corpus.d_vocab))
+    curve = phase_curve(out) if (out / "two_layer" / "metrics.jsonl").is_file() else None
+    if curve and curve["step"]:
+        result["icl_score_final"] = round(curve["icl_score"][-1], 4)
+        result["induction_score_final"] = round(curve["induction_best"][-1], 4)
+        result["phase_change_step"] = halfway_step(curve["step"], curve["induction_best"])
+        result["icl_halfway_step"] = halfway_step(curve["step"], curve["icl_score"])
+        result["_curve"] = curve
+    return result
+
+
+def public(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` without the private (tensor) entries, ready for ``json.dumps``."""
+    return {k: v for k, v in result.items() if not k.startswith("_")}
+
+
+# ----- tour ------------------------------------------------------------------------------------------------
+def find_run(out_dir: Path) -> Path | None:
+    """A finished run to reuse: ``out_dir/induction-run``, then ``$MECHSCOPE_INDUCTION_RUN``."""
+    import os
+
+    for cand in (out_dir / "induction-run", os.environ.get("MECHSCOPE_INDUCTION_RUN")):
+        if cand and (Path(cand) / "two_layer" / "final" / "model.safetensors").is_file():
+            return Path(cand)
+    return None
+
+
+def tour_section(out_dir: Path, model: Any = None) -> Any:
+    """The tour's induction section: a finished run's findings (if one exists) and SmolLM2's induction heads.
+
+    Training is not done here (it takes minutes); the section says how to make a run and reuses it after.
+    """
+    from mechscope.experiments import induction_report as rep
+    from mechscope.viz.report import Section, esc, table_html
+
+    parts, notes = [], []
+    run = find_run(Path(out_dir))
+    if run is not None:
+        result = analyze(run)
+        images = rep.figures(result, Path(out_dir) / "induction")
+        parts.append(f"<p>Run <code>{esc(run)}</code>: attention-only models on {esc(result['config']['corpus'])} "
+                     f"({esc(result['config']['tokenizer'])}).</p>" + rep.summary_html(result, images))
+    else:
+        notes.append("No finished induction run found: make one with `mechscope induction train --out "
+                     f"{Path(out_dir) / 'induction-run'}` (≈ 20-30 min on 2 cores) and rerun the tour.")
+    if model is not None:
+        ranked = rep.smollm2_heads(model)
+        rows = [{"detector": k.replace("_heads", ""), "top heads": ", ".join(f"L{r[0]}.H{r[1]} {r[2]:.2f}"
+                                                                           for r in ranked[k][:5])}
+                for k in ("induction_heads", "prev_token_heads", "duplicate_token_heads")]
+        parts.append("<h3>Heads of the real model (random tokens repeated twice)</h3>" + table_html(rows))
+        parts.append(rep.smollm2_view(model, ranked))
+        notes.append(f"Chance levels (uniform attention): {ranked['chance']}")
+    return Section(title="Induction heads", body="".join(parts), anchor="induction", notes=notes)

@@ -114,7 +114,8 @@ class JumpReLUDictionary(Dictionary):
         self.threshold = nn.Parameter(torch.full((cfg.d_sae,), cfg.init_threshold, dtype=cfg.torch_dtype))
 
     def activate(self, pre: Tensor) -> Tensor:
-        return pre * (pre > self.threshold).to(pre.dtype)
+        """``pre * (pre > max(threshold, 0))``: a negative threshold never passes negative values (as SAELens)."""
+        return pre * (pre > self.threshold.clamp_min(0)).to(pre.dtype)
 
     def train_activate(self, pre: Tensor, ctx: TrainContext) -> Tensor:
         return jumprelu(pre, self.threshold, self.cfg.bandwidth)

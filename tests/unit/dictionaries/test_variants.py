@@ -46,7 +46,9 @@ def test_batchtopk_inference_is_threshold() -> None:
 def test_jumprelu_formula() -> None:
     d = build("jumprelu")
     pre = (X - d.b_dec) @ d.W_enc + d.b_enc
-    torch.testing.assert_close(d.encode(X), pre * (pre > d.threshold).float())
+    with torch.no_grad():
+        d.threshold[0] = -0.5  # a negative threshold still keeps negative pre-activations out
+    torch.testing.assert_close(d.encode(X), pre * (pre > d.threshold.clamp(min=0)).float())
 
 
 def test_gated_formula() -> None:

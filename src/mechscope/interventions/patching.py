@@ -30,6 +30,7 @@ from torch import Tensor
 from mechscope.errors import ConfigError, ShapeError
 from mechscope.hooks.names import act_name, registered_axes
 from mechscope.interventions.result import SweepResult
+from mechscope.models.components.attention import KVCache
 from mechscope.models.components.rotary import rotary_cos_sin
 
 Readout = int | Tensor
@@ -91,18 +92,40 @@ def check_pair(clean: Tensor, corrupted: Tensor) -> None:
 
 
 # -- running part of a model --------------------------------------------------------------------------
-def forward_from(model: Any, resid: Tensor, layer: int) -> Tensor:
-    """Run blocks ``layer..L-1`` on ``resid`` [batch pos d_model] (unpadded, positions from 0) -> final resid."""
+def forward_from(model: Any, resid: Tensor, layer: int, past: KVCache | None = None) -> Tensor:
+    """Run blocks ``layer..L-1`` on ``resid`` [batch pos d_model] -> final resid.
+
+    Without ``past`` the positions start at 0; with ``past`` (keys/values of the earlier positions for every
+    layer from ``layer`` on) ``resid`` holds the later positions only.
+    """
     cfg = model.cfg
     rotary = None
+    offset = 0 if past is None else int(past.keys[layer].shape[2])  # type: ignore[union-attr]
     if cfg.positional.kind == "rotary":
         b, p = resid.shape[:2]
-        pos = torch.arange(p, device=resid.device).expand(b, p)
+        pos = torch.arange(offset, offset + p, device=resid.device).expand(b, p)
         rotary = rotary_cos_sin(pos, cfg.positional.rotary_dim or cfg.d_head, cfg.positional.rotary_base,
                                 resid.dtype)
     for block in model.blocks[layer:]:
-        resid = block(resid, rotary=rotary, mask=None, cache=None)
+        resid = block(resid, rotary=rotary, mask=None, cache=past)
     return resid
+
+
+def base_kv(model: Any, tokens: Tensor) -> KVCache:
+    """Keys/values of every layer for ``tokens`` (to resume a run from a later position)."""
+    kv = KVCache(model.cfg.n_layers)
+    with torch.inference_mode():
+        model(tokens, past_kv=kv)
+    return kv
+
+
+def _prefix_cache(kv: KVCache, layer: int, p_lo: int, n: int) -> KVCache:
+    """``n`` copies of the first ``p_lo`` positions' keys/values of layers ``layer..``."""
+    out = KVCache(len(kv.keys))
+    for j in range(layer, len(kv.keys)):
+        out.keys[j] = kv.keys[j][:, :, :p_lo].repeat(n, 1, 1, 1)  # type: ignore[index]
+        out.values[j] = kv.values[j][:, :, :p_lo].repeat(n, 1, 1, 1)  # type: ignore[index]
+    return out
 
 
 def readout_logits(model: Any, final_resid: Tensor, readout: Readout, n_prompts: int) -> Tensor:
@@ -167,7 +190,8 @@ def rows_per_chunk(model: Any, n_pos: int, kind: SweepKind, memory_mb: float) ->
 def patch_sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: MetricFn, sweep: str = "resid_pre", *,
                 direction: str = "denoise", layers: Sequence[int] | None = None,
                 positions: Sequence[int] | None = None, readout: Readout = -1,
-                pos_labels: Sequence[str] | None = None, memory_mb: float = 256.0) -> SweepResult:
+                pos_labels: Sequence[str] | None = None, memory_mb: float = 256.0,
+                skip_prefix: bool = True) -> SweepResult:
     """Exact activation patching for every site of ``sweep``, batched; see the module docstring.
 
     Args:
@@ -177,6 +201,9 @@ def patch_sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: MetricFn, 
             all positions), ``z_by_pos`` (layer × pos × head), ``q|k|v|pattern`` (layer × head).
         direction: ``denoise`` patches clean activations into the corrupted run; ``noise`` the reverse.
         readout: answer position (int, or [B] per prompt).
+        skip_prefix: for position sweeps, run only positions >= the chunk's first patched position, reusing
+            the base run's keys/values before it (same numbers up to float re-association; False runs every
+            position, bit-identical to one plain forward per site when one site fits a chunk).
     Returns:
         ``SweepResult`` with axes ``("layer", *site_axes)``; ``values`` are metric means over prompts.
     """
@@ -193,6 +220,7 @@ def patch_sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: MetricFn, 
         _, src_cache = model.run_with_cache(src, names=hooks)
         _, base_cache = model.run_with_cache(base, names=[act_name("resid_pre", layer) for layer in layers])
     rows = rows_per_chunk(model, p, kind, memory_mb)
+    kv = base_kv(model, base) if skip_prefix and "pos" in kind.site_axes and isinstance(readout, int) else None
     out, site_shape = [], [len(positions)]
     for layer, hook in zip(layers, hooks):
         source = src_cache[hook]
@@ -201,7 +229,7 @@ def patch_sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: MetricFn, 
         site_shape = [len(positions) if a == "pos" else n_heads for a in kind.site_axes]
         sites = site_grid(kind, positions, n_heads)
         out.append(_layer_values(model, layer, hook, axes, sites, source, base_cache[act_name("resid_pre", layer)],
-                                 metric, readout, max(1, rows // b)))
+                                 metric, readout, max(1, rows // b), kv))
     labels = {"layer": [str(x) for x in layers]}
     for a, size in zip(kind.site_axes, site_shape):
         if a == "pos":
@@ -216,19 +244,32 @@ def patch_sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: MetricFn, 
 
 
 def _layer_values(model: Any, layer: int, hook: str, axes: list[int], sites: Tensor, source: Tensor,
-                  start_resid: Tensor, metric: MetricFn, readout: Readout, per_chunk: int) -> Tensor:
-    """Metric (mean over prompts) for every site of one layer, ``per_chunk`` sites per forward."""
-    b = source.shape[0]
+                  start_resid: Tensor, metric: MetricFn, readout: Readout, per_chunk: int,
+                  kv: KVCache | None = None) -> Tensor:
+    """Metric (mean over prompts) for every site of one layer, ``per_chunk`` sites per forward.
+
+    With ``kv`` (position sweeps, sites sorted by position), a chunk whose first patched position is
+    ``p_lo`` runs positions ``p_lo..`` only: earlier positions are unchanged in every copy.
+    """
+    b, n_pos = source.shape[0], start_resid.shape[1]
     vals = []
     with torch.inference_mode():
         for lo in range(0, sites.shape[0], per_chunk):
             chunk = sites[lo:lo + per_chunk]
             n = chunk.shape[0]
-            fn = site_patch_hook(axes, chunk, source)
-            resid = start_resid.repeat(n, 1, 1)
+            p_lo, src, past, rd = 0, source, None, readout
+            if kv is not None:
+                p_lo = min(int(chunk[:, 0].min()), int(readout) % n_pos)  # type: ignore[arg-type]
+                chunk = chunk.clone()
+                chunk[:, 0] -= p_lo
+                src = source.narrow(axes[0], p_lo, n_pos - p_lo)
+                past = _prefix_cache(kv, layer, p_lo, n) if p_lo else None
+                rd = int(readout) % n_pos - p_lo  # type: ignore[arg-type]
+            fn = site_patch_hook(axes, chunk, src)
+            resid = start_resid[:, p_lo:].repeat(n, 1, 1)
             with model.hooks(fwd=[(hook, fn)]):
-                final = forward_from(model, resid, layer)
-            vals.append(metric(readout_logits(model, final, readout, b)).mean(-1))
+                final = forward_from(model, resid, layer, past)
+            vals.append(metric(readout_logits(model, final, rd, b)).mean(-1))
     return torch.cat(vals)
 
 

@@ -58,7 +58,7 @@ def config_from_dict(data: dict[str, Any]) -> DictionaryConfig:
     extra = sorted(set(data) - fields - {"architecture"})
     if extra:
         raise ConfigError(f"{cls.__name__} has no fields {extra}; allowed: {sorted(fields)}")
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields}
+    kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields}
     try:
         return cls(**kwargs)
     except TypeError as e:

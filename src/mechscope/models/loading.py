@@ -51,9 +51,11 @@ def from_hf(model_or_path: Any, *, dtype: torch.dtype = torch.float32, with_toke
 
         hf_model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
         if with_tokenizer and (path / "tokenizer.json").is_file():
+            from transformers import AutoTokenizer
+
             from mechscope.tokens import Tokenizer
 
-            tokenizer = Tokenizer.from_file(path / "tokenizer.json") if hasattr(Tokenizer, "from_file") else None
+            tokenizer = Tokenizer.from_hf(AutoTokenizer.from_pretrained(str(path), local_files_only=True))
     hf_cfg = hf_model.config.to_dict()
     return from_hf_state(hf_cfg, dict(hf_model.state_dict()), tokenizer=tokenizer, dtype=dtype)
 

@@ -1,0 +1,65 @@
+"""``verify_model``: the parity certificate behind ``mechscope verify``.
+
+Loads the model with mechscope and the same weights with transformers (for the embedded SmolLM2 or any
+GGUF: transformers' own GGUF loader; for a directory: ``AutoModelForCausalLM``), then compares logits and
+every activation the adapter can observe, per dtype. Thresholds: float32 max |Δlogit| ≤ 1e-3; lower
+precision ≤ 2% of the largest logit (bf16 keeps ~3 significant digits, and both sides round differently).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mechscope.errors import ConfigError, ModelNotInstalledError
+from mechscope.models.parity import compare_to_hf
+
+_TEXTS = ["When Mary and John went to the store, John gave a drink to",
+          "The Eiffel Tower is in the city of Paris, which is the capital of"]
+
+
+def _reference(name: str) -> tuple[Any, str]:
+    try:
+        import transformers
+    except ImportError as e:
+        raise ModelNotInstalledError("verify needs transformers (and accelerate for GGUF): "
+                                     "pip install 'mechscope[hf]'") from e
+    p = Path(name)
+    if p.is_dir():
+        return transformers.AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True,
+                                                                 dtype=torch.float32), "transformers from_pretrained"
+    if p.suffix != ".gguf":
+        from mechscope.models.registry import locate_gguf
+
+        p = locate_gguf(name)
+    return (transformers.AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=torch.float32),
+            "transformers GGUF loader")
+
+
+def verify_model(name: str, dtypes: list[str]) -> dict[str, Any]:
+    """Compare mechscope and transformers on the same weights; one result row per dtype."""
+    from mechscope.models.loading import load
+
+    allowed = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    bad = [d for d in dtypes if d not in allowed]
+    if bad:
+        raise ConfigError(f"unknown dtype(s) {bad}; allowed: {sorted(allowed)}")
+    ours = load(name).eval()
+    ref, how = _reference(name)
+    ref.eval()
+    if ours.tokenizer is not None:
+        tokens = ours.tokenizer.to_tokens(_TEXTS)[:, :14]
+    else:
+        tokens = torch.randint(0, ours.cfg.d_vocab, (2, 14), generator=torch.Generator().manual_seed(0))
+    results = []
+    for d in dtypes:
+        dt = allowed[d]
+        rep = compare_to_hf(ours.to(dt), ref.to(dt), tokens).to_dict()
+        limit = 1e-3 if dt == torch.float32 else 0.02 * max(rep["logit_scale"], 1.0)
+        rep["limit"] = limit
+        rep["pass"] = rep["logits_max_abs"] <= limit
+        results.append(rep)
+    verdict = "PASS" if all(r["pass"] for r in results) else "FAIL"
+    return {"model": name, "reference": how, "tokens": list(tokens.shape), "results": results, "verdict": verdict}

@@ -138,11 +138,12 @@ def circuit(model: Any, cfg: IOIConfig, out: Path) -> dict[str, Any]:
     receivers = [Receiver(hook=act_name("q_input", layer), heads=[h for lay, h in mover_ids if lay == layer],
                           positions=[-1]) for layer in nm_layers]
     lim = min(nm_layers)
-    cand = effect[:lim].abs().flatten().topk(min(cfg.n_path_senders, lim * effect.shape[1])).indices
-    senders = [(int(i) // effect.shape[1], int(i) % effect.shape[1]) for i in cand]
-    path = path_patch(model, p.clean, p.corrupted, metric, receivers, senders=senders, memory_mb=cfg.memory_mb)
-    path_eff = torch.nan_to_num(path.normalised(), nan=0.0)
-    s_inhib = _heads(path_eff, min(cfg.top_k, len(senders)))
+    s_inhib: list[tuple[str, float]] = []
+    if lim > 0:  # a name mover in layer 0 has no earlier head to inhibit it
+        cand = effect[:lim].abs().flatten().topk(min(cfg.n_path_senders, lim * effect.shape[1])).indices
+        senders = [(int(i) // effect.shape[1], int(i) % effect.shape[1]) for i in cand]
+        path = path_patch(model, p.clean, p.corrupted, metric, receivers, senders=senders, memory_mb=cfg.memory_mb)
+        s_inhib = _heads(torch.nan_to_num(path.normalised(), nan=0.0), min(cfg.top_k, len(senders)))
     # duplicate-token / induction heads from attention at S2
     pats = [act_name("pattern", layer) for layer in range(model.cfg.n_layers)]
     with torch.inference_mode():
@@ -247,15 +248,20 @@ def run(cfg: IOIConfig, model: Any = None) -> dict[str, Any]:
 
 
 def tour_section(out_dir: Path, model: Any = None) -> Any:
-    """Report section: reuses ``out_dir/ioi/summary.json`` if a finished run is there, else a small run."""
+    """Report section. Reuses a finished run (``out_dir/ioi`` or the recorded run in the repository's
+    ``docs/img/ioi``) when present; otherwise runs a small live configuration (a few prompts, no facts)."""
     from mechscope.viz.report import Section, esc, table_html
 
     run_dir = Path(out_dir) / "ioi"
-    path = run_dir / "summary.json"
-    if path.is_file():
-        s = json.loads(path.read_text())
+    recorded = Path(__file__).resolve().parents[3] / "docs" / "img" / "ioi"
+    if (run_dir / "summary.json").is_file():
+        source = f"run directory {run_dir}"
+    elif (recorded / "summary.json").is_file():
+        run_dir, source = recorded, "the recorded run in docs/img/ioi (mechscope patch ioi)"
     else:
-        s = run(IOIConfig(out_dir=str(run_dir), n_per_template=8, n_patch=4, n_path_senders=8, n_facts=0), model)
+        run(IOIConfig(out_dir=str(run_dir), n_per_template=4, n_patch=2, n_path_senders=6, n_facts=0), model)
+        source = "a small live run (2 patching prompts)"
+    s = json.loads((run_dir / "summary.json").read_text())
     b, c = s["behaviour"], s["circuit"]
     imgs = "".join(_img(run_dir / f) for f in ("resid.png", "heads.png", "dla.png", "facts.png"))
     rows = [{"role": "name movers (DLA)", "heads": _fmt(c["name_movers_dla"])},
@@ -269,7 +275,8 @@ def tour_section(out_dir: Path, model: Any = None) -> Any:
     body = (f"<p>IOI on {esc(s['model'])}: accuracy {b['accuracy']:.3f}, mean logit diff {b['mean_logit_diff']:.2f} "
             f"over {b['n_prompts']} prompts. Patching batch: {esc(c['patch_prompts'][0])} …</p>"
             + table_html(rows) + imgs)
-    return Section(title="IOI and factual recall (causal interventions)", body=body, anchor="ioi")
+    return Section(title="IOI and factual recall (causal interventions)", body=body, anchor="ioi",
+                   notes=[f"Numbers from {source}."])
 
 
 def _fmt(heads: list[Any]) -> str:

@@ -11,6 +11,11 @@ app = typer.Typer(help="Toy models of superposition (Elhage et al. 2022) and com
                   no_args_is_help=True)
 
 
+@app.callback()
+def _group() -> None:
+    """Toy models of superposition (Elhage et al. 2022) and computation in superposition."""
+
+
 @app.command()
 def run(out: Path = typer.Option(..., "--out", help="Directory for the pictures and summary.json."),
         as_json: bool = typer.Option(False, "--json", help="Print only the JSON summary."),

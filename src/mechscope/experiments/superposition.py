@@ -53,6 +53,9 @@ class SuperpositionExperimentConfig:
     geom_train: ToyTrainConfig = field(default_factory=lambda: ToyTrainConfig(steps=3000, lr=3e-3,
                                                                               batch_size=512, progress=False))
     """Training of the geometry sweep."""
+    polytope_train: ToyTrainConfig = field(default_factory=lambda: ToyTrainConfig(steps=3000, lr=1e-2,
+                                                                                  batch_size=512, progress=False))
+    """Training of the antipodal-pair and pentagon models."""
     and_task: AndTaskConfig = field(default_factory=lambda: AndTaskConfig(progress=False))
     """The AND task (the ``bce`` contrast reuses it with ``objective="bce"``)."""
     seed: int = 0
@@ -75,7 +78,7 @@ class SuperpositionExperimentConfig:
         fast = ToyTrainConfig(steps=800, lr=1e-2, batch_size=256, progress=False)
         return cls(intro_sparsities=(0.0, 0.9, 0.99), intro_train=fast, phase_grid=8, phase_train=fast,
                    geom_n_features=40, geom_d_hidden=8, geom_points=8, geom_max_inv_density=100.0,
-                   geom_train=fast, and_task=AndTaskConfig(n_vars=6, widths=(2, 4, 8, 15), seeds_per_width=1,
+                   geom_train=fast, polytope_train=fast, and_task=AndTaskConfig(n_vars=6, widths=(2, 4, 8, 15), seeds_per_width=1,
                                                            steps=800, progress=False), seed=seed)
 
 
@@ -158,7 +161,7 @@ def run_geometry(cfg: SuperpositionExperimentConfig) -> dict[str, Any]:
 
 def run_polytopes(cfg: SuperpositionExperimentConfig) -> dict[str, Any]:
     """Antipodal pair (n=2, m=1, S=0.99) and n=5, m=2 at S = 0, 0.8, 0.9, 0.99 (pentagon when sparse)."""
-    tcfg = replace(cfg.phase_train, steps=max(cfg.phase_train.steps, 1000))
+    tcfg = cfg.polytope_train
     _, W2 = _train(2, 1, 1.0, torch.tensor([1.0, 0.01]), tcfg, cfg.seed)
     sp5 = [0.0, 0.8, 0.9, 0.99]
     _, W5 = _train(5, 2, 1.0, 1 - torch.tensor(sp5), tcfg, cfg.seed)

@@ -116,8 +116,8 @@ class AndMLP(nn.Module):
         seeds = torch.arange(n_inst, dtype=torch.int64) + seed
         self.register_buffer("mask", (torch.arange(h_max)[None, :] < widths[:, None]).float())
         self.register_buffer("widths", widths.clone())
-        # init depends only on (seed, position), so a neuron's weights do not depend on the padding width
-        w_in = counter_rng.normal(seeds, 11, (n_vars, h_max)) / math.sqrt(n_vars)
+        # neuron-major draws: neuron j's init depends only on (seed, j), never on the padded width
+        w_in = counter_rng.normal(seeds, 11, (h_max, n_vars)).transpose(1, 2) / math.sqrt(n_vars)
         w_out = counter_rng.normal(seeds, 13, (h_max, n_out)) / math.sqrt(n_vars)
         self.W_in = nn.Parameter(w_in * self.mask[:, None, :])
         self.b_in = nn.Parameter(torch.zeros(n_inst, h_max))

@@ -1,0 +1,37 @@
+"""The top-level CLI commands on tiny saved models, and their clean errors."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from mechscope.cli.main import app
+from tests.helpers import tiny_model
+
+runner = CliRunner()
+
+
+def test_info_lists_every_hook_with_its_shape(tmp_path) -> None:
+    model = tiny_model("gpt2")
+    model.save(tmp_path)
+    res = runner.invoke(app, ["info", str(tmp_path), "--json", "--pos", "5"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["n_params"] == sum(p.numel() for p in model.parameters())
+    assert set(out["hooks"]) == set(model.hook_dict)
+    assert out["hooks"]["blocks.1.attn.hook_pattern"] == [1, 4, 5, 5]
+
+
+def test_generate_and_info_text(tmp_path) -> None:
+    tiny_model("llama").save(tmp_path)
+    res = runner.invoke(app, ["info", str(tmp_path)])
+    assert res.exit_code == 0 and "hook points" in res.stdout
+
+
+def test_bad_model_path_is_one_clear_line(tmp_path) -> None:
+    res = runner.invoke(app, ["info", str(tmp_path / "nope.gguf")])
+    assert res.exit_code == 2
+    assert "does not exist" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["info", "no-such-model"])
+    assert res.exit_code == 2 and "smollm2" in res.output

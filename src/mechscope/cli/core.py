@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -46,8 +45,8 @@ def generate(model: str = typer.Argument(..., help="Model name or path"),
              prompt: list[str] = typer.Argument(..., help="One or more prompts"),
              max_new_tokens: int = typer.Option(30, "--max-new-tokens", "-n"),
              temperature: float = typer.Option(0.0, help="0 = greedy"),
-             top_k: Optional[int] = typer.Option(None), top_p: Optional[float] = typer.Option(None),
-             seed: Optional[int] = typer.Option(None)) -> None:
+             top_k: int | None = typer.Option(None), top_p: float | None = typer.Option(None),
+             seed: int | None = typer.Option(None)) -> None:
     """Generate continuations (KV cache, padded batches)."""
     with fail_cleanly():
         from mechscope.models.generate import generate as gen

@@ -25,6 +25,7 @@ import random
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp)``, fsync ``tmp`` and ``os.replace`` it onto ``path``."""
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
@@ -156,7 +157,7 @@ def prune_states(run_dir: Path, keep: int | None) -> None:
             manifest = json.loads((d / "state.json").read_text(encoding="utf-8"))
             manifest["sha256"].pop("state.safetensors", None)
             manifest["pruned"] = True
-            atomic_write(d / "state.json", lambda p, m=manifest: p.write_text(json.dumps(m, indent=1)))
+            atomic_write(d / "state.json", partial(Path.write_text, data=json.dumps(manifest, indent=1)))
             f.unlink()
 
 

@@ -156,30 +156,33 @@ class SkipTrigram(NamedTuple):
     """Centred OV logit boost of C from A."""
 
 
-def skip_trigrams(model: Any, k: int = 20, layer: int = 0, exclude: tuple[int, ...] = ()) -> list[SkipTrigram]:
+def skip_trigrams(model: Any, k: int = 20, layer: int = 0, exclude: tuple[int, ...] = (),
+                  candidates: Tensor | None = None) -> list[SkipTrigram]:
     """The ``k`` strongest skip-trigrams of one layer, read from the QK and OV circuits alone.
 
     For each head, source A and query B: attention proxy = softmax over keys of QK[B, ·] (a context holding
-    every token once), C = argmax of the OV row of A centred over outputs; score = proxy × OV boost.
-    ``exclude`` drops tokens (e.g. a document separator) from A, B and C.
+    every candidate token once), C = argmax of the OV row of A centred over outputs; score = proxy × OV
+    boost. ``exclude`` drops tokens (e.g. a document separator) from A, B and C. ``candidates`` (token ids)
+    restricts A, B and C to a subset, which keeps memory at n_heads × len(candidates)² for big vocabularies.
     """
-    qk, ov = qk_circuit(model, layer).AB, ov_circuit(model, layer).AB
+    cand = torch.arange(model.cfg.d_vocab) if candidates is None else torch.as_tensor(candidates).long()
+    qk_f, ov_f = qk_circuit(model, layer), ov_circuit(model, layer)
+    qk = qk_f.A[:, cand] @ qk_f.B[:, :, cand]  # [h B A] over candidates
+    ov = ov_f.A[:, cand] @ ov_f.B[:, :, cand]  # [h A C]
     ov = ov - ov.mean(-1, keepdim=True)
-    if exclude:
-        ex = torch.tensor(exclude)
-        qk[:, :, ex] = float("-inf")
-        ov[:, :, ex] = float("-inf")
-    attn = torch.softmax(qk, dim=-1)  # [h B A]
+    ex = torch.isin(cand, torch.tensor(exclude, dtype=torch.long))
+    qk[:, :, ex] = float("-inf")
+    ov[:, :, ex] = float("-inf")
+    attn = torch.softmax(qk, dim=-1)
     best_ov, best_c = ov.max(-1)  # [h A]
     score = attn * best_ov[:, None, :]
-    if exclude:
-        score[:, ex, :] = float("-inf")
-        score[:, :, ex] = float("-inf")
+    score[:, ex, :] = float("-inf")
+    score[:, :, ex] = float("-inf")
     top = torch.topk(score.flatten(), k)
     n_tok = score.shape[1]
     heads, rest = top.indices // (n_tok * n_tok), top.indices % (n_tok * n_tok)
     bs, as_ = rest // n_tok, rest % n_tok
-    return [SkipTrigram(int(h), int(a), int(b), int(best_c[h, a]), float(s), float(best_ov[h, a]))
+    return [SkipTrigram(int(h), int(cand[a]), int(cand[b]), int(cand[best_c[h, a]]), float(s), float(best_ov[h, a]))
             for h, a, b, s in zip(heads, as_, bs, top.values)]
 
 

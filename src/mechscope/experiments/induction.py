@@ -39,6 +39,9 @@ class InductionConfig:
     """Corpus name or path (see ``mechscope.data.corpus``)."""
     tokenizer: str = "bytes"
     """``bytes`` (vocab 257: fast embed/unembed on a CPU) or ``smollm2`` (49152 ids: slow to train)."""
+    vocab_size: int | None = None
+    """Keep only the most frequent ``vocab_size − 1`` tokens (+ one OOV id), e.g. 4096 for ``smollm2``;
+    None keeps the tokenizer's whole vocabulary."""
     n_ctx: int = 256
     """Context length of every model."""
     d_model: int = 256
@@ -47,6 +50,9 @@ class InductionConfig:
     """Heads per layer."""
     d_head: int = 32
     """Per-head dimension."""
+    positional: str = "learned"
+    """``learned`` absolute embeddings (the weights read exactly as circuits) or ``rotary`` (relative
+    positions; previous-token heads form sooner, but QK/composition scores then see content only)."""
     batch_size: int = 16
     """Sequences per update."""
     steps: int = 1500
@@ -73,27 +79,37 @@ class InductionConfig:
                 raise ConfigError(f"InductionConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.n_ctx <= ICL_EARLY[1] + 10:
             raise ConfigError(f"InductionConfig.n_ctx must be > {ICL_EARLY[1] + 10} for the ICL score, got {self.n_ctx}")
+        if self.vocab_size is not None and self.vocab_size < 64:
+            raise ConfigError(f"InductionConfig.vocab_size must be >= 64 or None, got {self.vocab_size}")
         if self.tokenizer not in ("bytes", "smollm2"):
             raise ConfigError(f"InductionConfig.tokenizer must be 'bytes' or 'smollm2', got {self.tokenizer!r}")
+        if self.positional not in ("learned", "rotary"):
+            raise ConfigError(f"InductionConfig.positional must be 'learned' or 'rotary', got {self.positional!r}")
         if self.lr <= 0:
             raise ConfigError(f"InductionConfig.lr must be > 0, got {self.lr}")
 
 
 def model_config(cfg: InductionConfig, n_layers: int, d_vocab: int) -> Any:
-    """An attention-only, norm-free ``ModelConfig`` (learned positions; none for the zero-layer model)."""
+    """An attention-only, norm-free ``ModelConfig`` (``cfg.positional``; none for the zero-layer model)."""
     from mechscope.models.config import AttentionConfig, ModelConfig, NormConfig, PositionalConfig
 
     return ModelConfig(d_model=cfg.d_model, n_layers=max(n_layers, 1), d_vocab=d_vocab, n_ctx=cfg.n_ctx,
                        attention=AttentionConfig(n_heads=cfg.n_heads, d_head=cfg.d_head), mlp=None,
                        norm=NormConfig(kind="none"),
-                       positional=PositionalConfig(kind="learned" if n_layers else "none"),
+                       positional=PositionalConfig(kind=cfg.positional if n_layers else "none"),  # type: ignore[arg-type]
                        name=f"attn-only-{n_layers}l", architecture="toy")
 
 
 def _corpus(cfg: InductionConfig) -> Any:
-    from mechscope.data.corpus import CorpusConfig, load_corpus
+    """The corpus (restricted to ``cfg.vocab_size`` if set) and the tokenizer view that decodes its ids."""
+    from mechscope.data.corpus import CorpusConfig, VocabView, load_corpus, load_tokenizer, restrict_vocab
 
-    return load_corpus(CorpusConfig(source=cfg.corpus, tokenizer=cfg.tokenizer, seed=cfg.seed))  # type: ignore[arg-type]
+    corpus = load_corpus(CorpusConfig(source=cfg.corpus, tokenizer=cfg.tokenizer, seed=cfg.seed))  # type: ignore[arg-type]
+    tok = load_tokenizer(cfg.tokenizer)  # type: ignore[arg-type]
+    if cfg.vocab_size is not None and cfg.vocab_size < corpus.d_vocab:
+        corpus, kept = restrict_vocab(corpus, cfg.vocab_size)
+        tok = VocabView(tok, kept)
+    return corpus, tok
 
 
 def per_position_loss(model: Any, tokens: torch.Tensor) -> torch.Tensor:
@@ -111,7 +127,7 @@ def icl_score(losses: torch.Tensor) -> float:
 
 def probe_range(tokenizer: str, d_vocab: int) -> tuple[int, int]:
     """Token ids used for the repeated-random-token probe (printable bytes, or ordinary BPE ids)."""
-    return PRINTABLE if tokenizer == "bytes" else (3, d_vocab)
+    return PRINTABLE if tokenizer == "bytes" else (16, d_vocab - 1)  # skip the commonest ids and OOV
 
 
 def _lm_loss(model: Any, batch: torch.Tensor) -> torch.Tensor:
@@ -154,7 +170,7 @@ def train(cfg: InductionConfig, out_dir: str | Path, *, progress: bool = True, r
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "induction_config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    corpus = _corpus(cfg)
+    corpus, _ = _corpus(cfg)
     val = corpus.val.eval_chunks(16, cfg.n_ctx + 1)
     plan = {"zero_layer": (0, cfg.zero_layer_steps), "one_layer": (1, cfg.one_layer_steps), "two_layer": (2, cfg.steps)}
     summary: dict[str, Any] = {}
@@ -176,11 +192,16 @@ def train(cfg: InductionConfig, out_dir: str | Path, *, progress: bool = True, r
         res = run_training(model, _zero_layer_loss if n_layers == 0 else _lm_loss,
                            CorpusBatches(corpus.train, cfg.batch_size, cfg.n_ctx, seed=cfg.seed), tcfg, run_dir,
                            callbacks=[_evaluator(cfg, val, corpus.d_vocab)], experiment="induction",
-                           run_config={"model": model.cfg.to_dict(), "induction": asdict(cfg), "name": name},
+                           run_config={"model": model.cfg.to_dict(), "induction": _identity(cfg), "name": name},
                            resume=resume and (run_dir / "checkpoints").is_dir())
         model.save(run_dir / "final")
         summary[name] = {"steps": res.step, "wall_seconds": round(res.wall_seconds, 1), **res.last}
     return summary
+
+
+def _identity(cfg: InductionConfig) -> dict[str, Any]:
+    """The settings a resumed run must share (step counts may grow: resume with more ``--steps``)."""
+    return {k: v for k, v in asdict(cfg).items() if not k.endswith("steps")}
 
 
 def _finished(run_dir: Path, steps: int) -> bool:
@@ -207,14 +228,17 @@ def _load(out: Path, name: str) -> Any:
     return HookedTransformer.load(final).eval() if (final / "model.safetensors").is_file() else None
 
 
-def halfway_step(steps: list[int], values: list[float]) -> int | None:
-    """First step at which ``values`` has covered half of its way from the start to its extreme end value.
+def halfway_step(steps: list[int], values: list[float], min_change: float = 0.0) -> int | None:
+    """First step at which ``values`` has covered half of its way from the start to its end value.
 
-    Robust to noise because the target is the midpoint of start and the mean of the last 3 values.
+    Robust to noise because the end is the mean of the last 3 values. None when the curve moved less
+    than ``min_change`` overall (no phase change to locate).
     """
     if len(values) < 3:
         return None
     start, end = values[0], sum(values[-3:]) / 3
+    if abs(end - start) < min_change:
+        return None
     mid = (start + end) / 2
     for s, v in zip(steps, values):
         if (end >= start and v >= mid) or (end < start and v <= mid):
@@ -232,7 +256,9 @@ def phase_curve(out_dir: str | Path) -> dict[str, list[float]]:
 
 
 def _token_str(tok: Any, i: int) -> str:
-    return tok.to_string([i])
+    """A token's text, or its vocabulary spelling (``<0xE2>``) when it is not valid UTF-8 on its own."""
+    text = tok.to_string([i])
+    return tok.to_pieces([i])[0] if "\ufffd" in text else text
 
 
 def _bigram_section(m0: Any, counts: Any) -> dict[str, Any]:
@@ -246,7 +272,8 @@ def _trigram_section(m1: Any, tok: Any, filler: int, sep: int) -> dict[str, Any]
     from mechscope.analysis.heads import rank_heads
     from mechscope.analysis.weights import copying_scores, skip_trigrams, verify_skip_trigrams
 
-    tri = skip_trigrams(m1, k=20, exclude=(sep,))
+    cand = None if m1.cfg.d_vocab <= 1024 else torch.arange(1024)  # restricted vocabularies are frequency-ordered
+    tri = skip_trigrams(m1, k=20, exclude=(sep, m1.cfg.d_vocab - 1) if cand is not None else (sep,), candidates=cand)
     with torch.inference_mode():
         eff = verify_skip_trigrams(m1, tri, filler=filler, length=32)
     rows = [{"head": t.head, "a": t.a, "b": t.b, "c": t.c,
@@ -289,25 +316,24 @@ def analyze(out_dir: str | Path) -> dict[str, Any]:
     """All findings of a run directory (JSON-ready except the ``_scores`` tensors, used for pictures)."""
     out = Path(out_dir)
     cfg = load_config(out)
-    corpus = _corpus(cfg)
-    from mechscope.data.corpus import load_tokenizer
-
-    tok = load_tokenizer(cfg.tokenizer)  # type: ignore[arg-type]
-    counts = corpus.train.bigram_counts()
+    corpus, tok = _corpus(cfg)
+    counts = corpus.train.bigram_counts() if corpus.d_vocab <= 8192 else None  # [V V] int64
     result: dict[str, Any] = {"config": asdict(cfg)}
     m0, m1, m2 = (_load(out, n) for n in ("zero_layer", "one_layer", "two_layer"))
-    if m0 is not None:
+    if m0 is not None and counts is not None:
         result.update(_bigram_section(m0, counts))
         result["_bigram"] = (m0, counts)
     if m1 is not None:
-        result.update(_trigram_section(m1, tok, filler=int(counts.sum(1).argmax()), sep=corpus.train.separator))
+        filler = int(counts.sum(1).argmax()) if counts is not None else 0
+        result.update(_trigram_section(m1, tok, filler=filler, sep=corpus.train.separator))
     if m2 is not None:
         result.update(_two_layer_section(m2, cfg, corpus.d_vocab))
+        result["_two_layer"] = (m2, tok, corpus.val.eval_chunks(1, 96)[0])
     curve = phase_curve(out) if (out / "two_layer" / "metrics.jsonl").is_file() else None
     if curve and curve["step"]:
         result["icl_score_final"] = round(curve["icl_score"][-1], 4)
         result["induction_score_final"] = round(curve["induction_best"][-1], 4)
-        result["phase_change_step"] = halfway_step(curve["step"], curve["induction_best"])
+        result["phase_change_step"] = halfway_step(curve["step"], curve["induction_best"], min_change=0.1)
         result["icl_halfway_step"] = halfway_step(curve["step"], curve["icl_score"])
         result["_curve"] = curve
     return result

@@ -44,7 +44,29 @@ def figures(result: dict[str, Any], img_dir: str | Path) -> dict[str, Path]:
         fig = scatter(emp, model_lp, title=f"bigrams seen ≥ 10 times (r = {result['bigram_corr']:.3f})",
                       xlabel="corpus log P(b|a)", ylabel="zero-layer model log P(b|a)", diagonal=True)
         paths["bigrams"] = save_figure(fig, out / "bigrams.png")
+    if "_two_layer" in result and "induction_heads" in result:
+        paths["attention"] = _two_layer_attention(result, out / "attention.html")
     return paths
+
+
+def _two_layer_attention(result: dict[str, Any], path: Path) -> Path:
+    """Attention page of the trained model's best induction head and its K-composition partner."""
+    from mechscope.analysis.heads import repeated_tokens
+    from mechscope.viz.attention import attention_page
+
+    model, tok, text = result["_two_layer"]
+    best = result["best_induction_head"]
+    heads = [(0, int(best["k_partner"][1])), (1, int(best["head"]))]
+    lo, hi = (32, 127) if model.cfg.d_vocab == 257 else (16, model.cfg.d_vocab - 1)
+    rnd = repeated_tokens(model.cfg.d_vocab, 24, batch=1, seed=3, low=lo, high=hi)[0]
+
+    def label(seq: torch.Tensor) -> list[str]:
+        return [tok.to_string([int(t)]) for t in seq]
+
+    frags = [attention_view(model, rnd, heads, label(rnd), "Random characters repeated twice"),
+             attention_view(model, text, heads, label(text), "Held-out text")]
+    attention_page(str(path), frags, title="Two-layer model: previous-token head → induction head")
+    return path
 
 
 def attention_view(model: Any, tokens: torch.Tensor, heads: list[tuple[int, int]], labels_tok: list[str],
@@ -97,7 +119,10 @@ def summary_html(result: dict[str, Any], images: dict[str, Path] | None = None) 
         parts.append(table_html([{k: r[k] for k in ("head", "text", "score", "logit_effect")}
                                  for r in result["skip_trigrams"][:10]]))
     for name, path in (images or {}).items():
-        parts.append(f'<p><img alt="{name}" src="data:image/png;base64,{_b64(path)}"/></p>')
+        if Path(path).suffix == ".png":
+            parts.append(f'<p><img alt="{name}" src="data:image/png;base64,{_b64(path)}"/></p>')
+        else:
+            parts.append(f'<p><a href="{Path(path).parent.name}/{Path(path).name}">{name} (interactive)</a></p>')
     return "".join(parts)
 
 

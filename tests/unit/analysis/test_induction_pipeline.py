@@ -36,5 +36,6 @@ def test_train_analyze_and_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_halfway_step_and_config_checks() -> None:
     assert halfway_step([0, 1, 2, 3, 4, 5], [0.0, 0.0, 0.1, 0.6, 0.9, 0.9]) == 3
     assert halfway_step([0, 1, 2, 3, 4], [0.0, -0.1, -0.5, -0.6, -0.6]) == 2
+    assert halfway_step([0, 1, 2, 3], [0.0, 0.01, 0.02, 0.01], min_change=0.1) is None
     with pytest.raises(ConfigError, match="n_ctx"):
         InductionConfig(n_ctx=32)

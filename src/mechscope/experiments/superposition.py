@@ -24,6 +24,7 @@ import torch
 from mechscope.errors import ConfigError
 from mechscope.toy import geometry as geo
 from mechscope.toy.and_task import AndSweepResult, AndTaskConfig, best_per_width, train_and_sweep
+from mechscope.toy.dictionary_check import DictionaryCheckConfig, run_dictionary_check
 from mechscope.toy.superposition import ToyModel, ToyModelConfig, ToyTrainConfig, train_toy_model
 from mechscope.viz.report import Section
 
@@ -58,6 +59,8 @@ class SuperpositionExperimentConfig:
     """Training of the antipodal-pair and pentagon models."""
     and_task: AndTaskConfig = field(default_factory=lambda: AndTaskConfig(progress=False))
     """The AND task (the ``bce`` contrast reuses it with ``objective="bce"``)."""
+    dictionary: DictionaryCheckConfig | None = field(default_factory=DictionaryCheckConfig)
+    """SAE-recovers-the-true-features check (needs ``mechscope.dictionaries``); None skips it."""
     seed: int = 0
     """Base seed of every sweep."""
 
@@ -79,7 +82,8 @@ class SuperpositionExperimentConfig:
         return cls(intro_sparsities=(0.0, 0.9, 0.99), intro_train=fast, phase_grid=8, phase_train=fast,
                    geom_n_features=40, geom_d_hidden=8, geom_points=8, geom_max_inv_density=100.0,
                    geom_train=fast, polytope_train=fast, and_task=AndTaskConfig(n_vars=6, widths=(2, 4, 8, 15), seeds_per_width=1,
-                                                           steps=800, progress=False), seed=seed)
+                                                           steps=800, progress=False),
+                   dictionary=None, seed=seed)
 
 
 @dataclass
@@ -91,6 +95,7 @@ class SuperpositionResult:
     geometry: dict[str, Any]
     polytopes: dict[str, Any]
     and_task: dict[str, Any]
+    dictionary: dict[str, Any] | None
     seconds: dict[str, float]
     figures: dict[str, Path] = field(default_factory=dict)
 
@@ -108,6 +113,7 @@ class SuperpositionResult:
                                        "feature_group_sizes": self.geometry["group_census"]},
             "polytopes": self.polytopes["summary"],
             "and_task": self.and_task["summary"],
+            "dictionary_check": self.dictionary,
             "seconds": self.seconds,
             "figures": {k: str(v) for k, v in self.figures.items()},
         }
@@ -212,7 +218,12 @@ def run(cfg: SuperpositionExperimentConfig, out_dir: Path | None = None) -> Supe
         t0 = time.perf_counter()
         parts[name] = fn(cfg)
         seconds[name] = round(time.perf_counter() - t0, 2)
-    res = SuperpositionResult(**parts, seconds=seconds)
+    dictionary = None
+    if cfg.dictionary is not None:
+        t0 = time.perf_counter()
+        dictionary = run_dictionary_check(replace(cfg.dictionary, seed=cfg.seed))
+        seconds["dictionary"] = round(time.perf_counter() - t0, 2)
+    res = SuperpositionResult(**parts, dictionary=dictionary, seconds=seconds)
     if out_dir is not None:
         from mechscope.toy.report import save_figures
         res.figures = save_figures(res, cfg, Path(out_dir))

@@ -75,4 +75,13 @@ def section_html(res: SuperpositionResult, cfg: SuperpositionExperimentConfig) -
         parts.append(f"<p>objective <code>{esc(obj)}</code></p>" + table_html(b["rows"]))
     parts += [figure_html(figs["and_accuracy"], "and accuracy"), figure_html(figs["and_weights_mse"], "weights"),
               figure_html(figs["and_weights_bce"], "weights")]
+    dc = res.dictionary
+    if dc is not None:
+        rows = [{"SAE": name, "mean max cosine": dc[name]["mean_max_cosine"], "FVU": dc[name]["fvu"]}
+                for name in ("topk", "relu")]
+        rows.append({"SAE": "random directions (chance)", "mean max cosine": dc["random_directions_mean_max_cosine"],
+                     "FVU": float("nan")})
+        parts.append(f"<p><b>Dictionary check</b>: SAEs trained on the hidden activations of an n={dc['n_features']}, "
+                     f"m={dc['d_hidden']} toy model recover its {dc['represented']} represented feature "
+                     "directions:</p>" + table_html(rows))
     return "".join(parts)

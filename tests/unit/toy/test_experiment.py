@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from mechscope.experiments import superposition as exp
 from mechscope.toy.and_task import AndTaskConfig
+from mechscope.toy.dictionary_check import DictionaryCheckConfig
 from mechscope.toy.superposition import ToyTrainConfig
 
 
@@ -19,7 +20,9 @@ def _micro() -> exp.SuperpositionExperimentConfig:
     return exp.SuperpositionExperimentConfig(
         intro_sparsities=(0.0, 0.9), intro_train=t, phase_grid=3, phase_train=t, geom_n_features=8,
         geom_d_hidden=3, geom_points=3, geom_max_inv_density=10.0, geom_train=t, polytope_train=t,
-        and_task=AndTaskConfig(n_vars=4, widths=(2, 6), seeds_per_width=1, steps=30, progress=False))
+        and_task=AndTaskConfig(n_vars=4, widths=(2, 6), seeds_per_width=1, steps=30, progress=False),
+        dictionary=DictionaryCheckConfig(n_features=6, d_hidden=2, toy_train=t, sae_steps=5, sae_batch_size=16,
+                                         k=2))
 
 
 def test_cli_quick_run_prints_json_and_writes_pictures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,6 +41,9 @@ def test_cli_quick_run_prints_json_and_writes_pictures(tmp_path: Path, monkeypat
     assert len(summary["dimensions_per_feature"]["values"]) == 3
     assert set(summary["and_task"]["mse"]) == {"2", "6"}
     assert len(summary["figures"]) == 7
+    dc = summary["dictionary_check"]
+    assert {"topk", "relu", "random_directions_mean_max_cosine"} <= set(dc)
+    assert -1 <= dc["topk"]["mean_max_cosine"] <= 1
     for path in summary["figures"].values():
         assert Path(path).read_bytes()[:4] == b"\x89PNG"
 

@@ -75,3 +75,25 @@ def test_hf_model_is_not_modified() -> None:
     from_hf(hf)
     after = hf.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_from_local_directory_and_verify_certificate(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from mechscope.cli.main import app
+
+    hf = _llama(False).eval()
+    _randomise(hf)
+    hf.save_pretrained(tmp_path)
+    model = from_hf(tmp_path)
+    tokens = torch.randint(0, 97, (1, 8))
+    with torch.no_grad():
+        assert (model(tokens) - hf(tokens).logits).abs().max() <= 1e-4
+    res = CliRunner().invoke(app, ["verify", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["verdict"] == "PASS"
+    assert [r["dtype"] for r in report["results"]] == ["float32", "bfloat16"]
+    assert report["results"][0]["n_hooks_compared"] == 2 * 10

@@ -17,6 +17,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,7 @@ def section_logit_lens(model: Any) -> Section:
     target = tok.to_single_token(" Paris")
     _, cache = model.run_with_cache(tokens, names=lambda n: "resid" in n)
     lens = logit_lens(cache, model, pos_slice=-1, k=3, target=torch.tensor([target]))
+    assert lens.target_probs is not None  # asked for with target=
     rows = []
     for i, label in enumerate(lens.labels):
         top = [tok.to_string([int(t)]) for t in lens.top_tokens[i, 0]]
@@ -119,12 +121,12 @@ def section_induction(model: Any) -> Section:
     seq = repeated_tokens(model.cfg.d_vocab, 20, batch=1, seed=1, low=1000, high=40000)
     pats = attention_patterns(model, seq)  # [layers batch heads q k]
     chosen = [(int(layer), int(head)) for layer, head, _ in top[:4]]
-    sel = torch.stack([pats[layer, 0, head] for layer, head in chosen])
+    sel = torch.stack([pats[la, 0, hd] for la, hd in chosen])
     labels = [f"L{layer}.H{head}" for layer, head in chosen]
     html = attention_html(model.tokenizer.to_str_tokens(seq[0]), sel, labels=labels,
                           title="top induction heads on a random sequence repeated twice (hover tokens)")
     table = table_html([{"head": f"L{layer}.H{h}", "induction score": s,
-                         "previous-token score": float(scores.previous_token[layer, h])} for layer, h, s in top])
+                         "previous-token score": float(scores.previous_token[int(layer), int(h)])} for layer, h, s in top])
     note = (f"<p>Induction score = attention from each token of the second copy to the token after its first "
             f"occurrence (chance {scores.chance['induction']:.3f}).</p>")
     return Section("Induction heads", note + table + html)
@@ -168,8 +170,8 @@ def run_tour(out_dir: str | Path = "out/tour", *, quick: bool = False, model: An
         model = load("smollm2-135m").eval()
     result = TourResult(path=out / "index.html", seconds=0.0)
     sections: list[Section] = []
-    steps: list[tuple[str, Callable[[], Section | None]]] = [(n, lambda f=f: f(model)) for n, f in CORE]
-    steps += [(m.rsplit(".", 1)[-1], lambda m=m: _extra(m, out, model))
+    steps: list[tuple[str, Callable[[], Section | None]]] = [(n, partial(f, model)) for n, f in CORE]
+    steps += [(m.rsplit(".", 1)[-1], partial(_extra, m, out, model))
               for m in (EXTRA_SECTIONS if extra is None else extra)]
     for i, (name, step) in enumerate(steps, 1):
         _log(f"[tour] ({i}/{len(steps)}) {name} ...")

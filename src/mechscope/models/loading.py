@@ -65,7 +65,7 @@ def from_gguf(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.float3
     from mechscope.models.gguf import read_gguf
     from mechscope.tokens import Tokenizer
 
-    g = read_gguf(path)
+    g = read_gguf(Path(path))
     tokenizer = Tokenizer.from_gguf_metadata(g.metadata)
     hf_config = dict(g.hf_config)
     hf_config.setdefault("model_type", "llama")

@@ -49,6 +49,16 @@ class KVCache:
 class Attention(nn.Module):
     """Multi-head / grouped-query causal attention; see the module docstring."""
 
+    hook_q: HookPoint
+    hook_k: HookPoint
+    hook_v: HookPoint
+    hook_rot_q: HookPoint
+    hook_rot_k: HookPoint
+    hook_attn_scores: HookPoint
+    hook_pattern: HookPoint
+    hook_z: HookPoint
+    hook_result: HookPoint
+
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
         a = cfg.attention

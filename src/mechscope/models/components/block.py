@@ -13,6 +13,8 @@ them do not reach the attention (edit the per-head inputs instead).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
 from mechscope.hooks.point import HookPoint
@@ -24,6 +26,11 @@ from mechscope.models.config import ModelConfig
 
 class TransformerBlock(nn.Module):
     """See the module docstring."""
+
+    hook_mlp_in: HookPoint
+    hook_mlp_out: HookPoint
+    hook_resid_mid: HookPoint
+    ln2: nn.Module
 
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
@@ -61,7 +68,7 @@ class TransformerBlock(nn.Module):
         kv_base = base if kv == h else base[:, :, :: h // kv]
         k_in = self.hook_k_input(kv_base)
         v_in = self.hook_v_input(kv_base)
-        n = self.ln1.normalize
+        n: Callable[[Tensor], Tensor] = self.ln1.normalize  # type: ignore[assignment]
         return n(q_in), n(k_in), n(v_in)
 
     def forward(self, resid: Tensor, *, rotary: tuple[Tensor, Tensor] | None = None, mask: Tensor | None = None,

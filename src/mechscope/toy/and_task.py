@@ -110,6 +110,9 @@ def and_dataset(n_vars: int) -> AndDataset:
 class AndMLP(nn.Module):
     """A batch of one-hidden-layer ReLU MLPs of different widths (padded to the widest, masked)."""
 
+    mask: Tensor
+    widths: Tensor
+
     def __init__(self, n_vars: int, widths: Tensor, seed: int) -> None:
         super().__init__()
         n_inst, h_max, n_out = widths.shape[0], int(widths.max()), n_vars * (n_vars - 1) // 2

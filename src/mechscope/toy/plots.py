@@ -42,14 +42,15 @@ def phase_diagram(rel_importance: Tensor, density: Tensor, phase: Tensor) -> Any
 
     fig = new_figure(5.0, 4.2)
     ax = fig.add_subplot(1, 1, 1)
-    cmap = ListedColormap(["#4c72b0", "#dd8452", "#55a868"])
+    colours = ["#4c72b0", "#dd8452", "#55a868"]
+    cmap = ListedColormap(colours)
     ax.pcolormesh(rel_importance.numpy(), density.numpy(), phase.numpy(), cmap=cmap, vmin=-0.5, vmax=2.5,
                   shading="nearest")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("relative importance of feature 2")
     ax.set_ylabel("feature density 1 − S")
-    handles = [ax.scatter([], [], color=c, marker="s", label=n) for c, n in zip(cmap.colors, PHASE_NAMES,
+    handles = [ax.scatter([], [], color=c, marker="s", label=n) for c, n in zip(colours, PHASE_NAMES,
                                                                                 strict=True)]
     ax.legend(handles=handles, fontsize=8, loc="lower left", title="feature 2 is", title_fontsize=8)
     ax.set_title("n=2, m=1 phase diagram")

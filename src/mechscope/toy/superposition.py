@@ -106,6 +106,10 @@ class ToyModel(nn.Module):
     Buffers: ``importance`` and ``feature_probability`` ``[instances, n_features]``, ``seeds [instances]``.
     """
 
+    importance: Tensor
+    feature_probability: Tensor
+    seeds: Tensor
+
     def __init__(self, cfg: ToyModelConfig, *, importance: Tensor | float = 1.0,
                  feature_probability: Tensor | float = 1.0) -> None:
         super().__init__()

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Union
 
 import torch
 from torch import Tensor, nn
 
-from mechscope.errors import unknown_hook
+from mechscope.errors import HookNameError, unknown_hook
 from mechscope.hooks.point import HookFn, HookPoint
 
 NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
@@ -73,6 +73,33 @@ class HookedModule(nn.Module):
             for n in self.hook_names(target):
                 pairs.append((self.hook_dict[n], fn))
         return pairs
+
+    # -- mounted hook points ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def mount_hook_points(self, prefix: str, points: Mapping[str, HookPoint]) -> Iterator[HookedModule]:
+        """Expose extra hook points as ``<prefix>.<local name>`` in ``hook_dict`` for a ``with`` block.
+
+        Used by ``dictionaries.splice``: a dictionary run inside the model at ``H`` shows its points as
+        ``H.hook_sae_acts_post`` etc., usable by ``hooks``/``run_with_cache`` like any other. The points
+        are renamed while mounted and get their old names back on exit; names already in use raise
+        ``HookNameError``. Hooks on the mounted points must be attached (and removed) inside the block.
+        """
+        full = {f"{prefix}.{local}": hp for local, hp in points.items()}
+        taken = sorted(n for n in full if n in self.hook_dict)
+        if taken:
+            raise HookNameError(f"cannot mount hook points {taken}: the names are already in use "
+                                f"(is something already spliced at {prefix!r}?)")
+        old_names = {n: hp.name for n, hp in full.items()}
+        try:
+            for n, hp in full.items():
+                hp.name = n
+                self.hook_dict[n] = hp
+            yield self
+        finally:
+            for n, hp in full.items():
+                if self.hook_dict.get(n) is hp:
+                    del self.hook_dict[n]
+                hp.name = old_names[n]
 
     # -- scoped hooks -----------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -17,7 +17,12 @@ def train_cmd(
     corpus: str = typer.Option("stdlib-source", "--corpus", help="stdlib-source, stdlib-docs, python-docs, "
                                "shakespeare, or a .txt/.jsonl file or directory."),
     tokenizer: str = typer.Option("bytes", "--tokenizer", help="bytes (vocab 257, fast) or smollm2 (49152, slow)."),
+    vocab_size: int | None = typer.Option(None, "--vocab-size", help="Keep the N-1 most frequent tokens + OOV "
+                                          "(e.g. 4096 with --tokenizer smollm2)."),
+    positional: str = typer.Option("learned", "--positional", help="learned (exact circuits) or rotary."),
     steps: int = typer.Option(1500, "--steps", help="Updates of the two-layer model."),
+    eval_every: int = typer.Option(25, "--eval-every", help="Evaluate ICL/induction scores every N updates."),
+    checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Keep weights every N updates."),
     d_model: int = typer.Option(128, "--d-model", help="Residual width."),
     n_heads: int = typer.Option(8, "--n-heads", help="Heads per layer."),
     d_head: int = typer.Option(16, "--d-head", help="Per-head dimension."),
@@ -43,8 +48,10 @@ def train_cmd(
     if bad:
         raise typer.BadParameter(f"--only accepts zero_layer, one_layer, two_layer; got {bad}")
     try:
-        cfg = InductionConfig(corpus=corpus, tokenizer=tokenizer, steps=steps, d_model=d_model, n_heads=n_heads,
-                              d_head=d_head, n_ctx=n_ctx, batch_size=batch_size, lr=lr, seed=seed)
+        cfg = InductionConfig(corpus=corpus, tokenizer=tokenizer, vocab_size=vocab_size, positional=positional,
+                              steps=steps, d_model=d_model, n_heads=n_heads, d_head=d_head, n_ctx=n_ctx,
+                              batch_size=batch_size, lr=lr, seed=seed, eval_every=eval_every,
+                              checkpoint_every=checkpoint_every)
         summary = train(cfg, out, progress=not no_progress, resume=resume, only=names)
     except MechscopeError as e:
         typer.echo(f"error: {e}", err=True)

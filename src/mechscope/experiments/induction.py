@@ -44,16 +44,16 @@ class InductionConfig:
     None keeps the tokenizer's whole vocabulary."""
     n_ctx: int = 256
     """Context length of every model."""
-    d_model: int = 256
+    d_model: int = 128
     """Residual width."""
     n_heads: int = 8
     """Heads per layer."""
-    d_head: int = 32
+    d_head: int = 16
     """Per-head dimension."""
     positional: str = "learned"
     """``learned`` absolute embeddings (the weights read exactly as circuits) or ``rotary`` (relative
     positions; previous-token heads form sooner, but QK/composition scores then see content only)."""
-    batch_size: int = 16
+    batch_size: int = 8
     """Sequences per update."""
     steps: int = 1500
     """Updates of the two-layer model."""
@@ -61,7 +61,7 @@ class InductionConfig:
     """Updates of the one-layer model."""
     zero_layer_steps: int = 300
     """Updates of the zero-layer model."""
-    lr: float = 2e-3
+    lr: float = 3e-3
     """Peak AdamW learning rate (linear warm-up, then constant)."""
     warmup_steps: int = 50
     """Warm-up updates."""

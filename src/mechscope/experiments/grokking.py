@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -237,7 +238,7 @@ def analyze(run_dir: str | Path, *, max_checkpoints: int = 60) -> dict[str, Any]
         load_weights(model, path, experiment=EXPERIMENT)
         history.append({"step": step, **progress_measures(model, data, keys, ablate_nonkey=False)})
     last = read_checkpoint_manifest(ckpts[-1][1])
-    return {"p": p, "train_acc": final["train_acc"], "test_acc": final["test_acc"],
+    return {"analysis_version": ANALYSIS_VERSION, "p": p, "train_acc": final["train_acc"], "test_acc": final["test_acc"],
             "epochs": int(last["step"]),
             "epoch_train_100": _first_step(records, "acc", 1.0), "epoch_test_99": _first_step(records, "test_acc", 0.99),
             "epoch_restricted_loss_below_1": _first_below(history, "restricted_loss", 1.0),
@@ -265,6 +266,7 @@ def _final_acts(model: Any, data: ModularData) -> Tensor:
 
 
 ANALYSIS_FILE = "analysis.json"
+ANALYSIS_VERSION = 2  # bump when analyze() output changes, so cached summaries are recomputed
 
 
 def cached_analysis(run_dir: str | Path, *, max_checkpoints: int = 60) -> dict[str, Any]:
@@ -278,7 +280,7 @@ def cached_analysis(run_dir: str | Path, *, max_checkpoints: int = 60) -> dict[s
     if ckpts and path.is_file():
         try:
             cached = json.loads(path.read_text(encoding="utf-8"))
-            if cached.get("epochs") == ckpts[-1][0]:
+            if cached.get("epochs") == ckpts[-1][0] and cached.get("analysis_version") == ANALYSIS_VERSION:
                 return cached
         except (json.JSONDecodeError, UnicodeDecodeError):
             pass  # recompute below
@@ -303,8 +305,13 @@ def tour_section(out_dir: Path, model: Any = None) -> Any:
             import shutil
 
             shutil.rmtree(run_dir)
-        run(cfg, run_dir, progress=False)
-        summary = analyze(run_dir)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny matmuls: extra threads only add contention on a busy CPU
+        try:
+            run(cfg, run_dir, progress=False)
+            summary = analyze(run_dir)
+        finally:
+            torch.set_num_threads(threads)
         note = f"quick run (p={cfg.p}, {cfg.train_frac:.0%} train, lr {cfg.lr}, wd {cfg.weight_decay})"
     return report_section(run_dir, summary, note)
 

@@ -59,7 +59,7 @@ def plot_embed_norms(summary: dict[str, Any]) -> Any:
     ax.set_xlabel("frequency k  (w_k = 2πk/p)")
     ax.set_ylabel("‖W_E in cos/sin k‖²")
     ax.set_title(f"Embedding Fourier norms: key frequencies {sorted(keys)} carry "
-                 f"{summary['embed_key_freq_fraction']:.0%}")
+                 f"{summary['embed_key_freq_fraction']:.0%}", fontsize=9)
     return fig
 
 
@@ -89,8 +89,11 @@ def plot_progress(summary: dict[str, Any]) -> Any:
     return fig
 
 
-def plot_neurons(model: Any, data: Any, summary: dict[str, Any], n: int = 5) -> Any:
-    """Heatmaps over (a, b): for each of the first ``n`` key frequencies, the neuron it explains best."""
+def plot_neurons(model: Any, data: Any, summary: dict[str, Any], n: int = 5, window: int = 48) -> Any:
+    """Heatmaps over (a, b): for each of the first ``n`` key frequencies, the neuron it explains best.
+
+    Only ``a, b < window`` is drawn so that high frequencies stay visible (no aliasing) in a small PNG.
+    """
     from mechscope.analysis.fourier import neuron_freq_fractions
     from mechscope.viz.report import new_figure
 
@@ -103,9 +106,10 @@ def plot_neurons(model: Any, data: Any, summary: dict[str, Any], n: int = 5) -> 
     fig = new_figure(2.3 * len(keys), 2.6)
     for i, (k, r2, neuron) in enumerate(zip(keys, best.values.tolist(), best.indices.tolist(), strict=True)):
         ax = fig.add_subplot(1, len(keys), i + 1)
-        ax.imshow(acts[:, :, neuron].detach().numpy(), cmap="viridis", origin="lower")
+        w = min(window, p)
+        ax.imshow(acts[:w, :w, neuron].detach().numpy(), cmap="viridis", origin="lower", interpolation="nearest")
         ax.set_title(f"neuron {neuron}: k={k}\nR²={r2:.2f}", fontsize=8)
-        ax.set_xlabel("b")
+        ax.set_xlabel(f"b (< {min(window, p)})")
         ax.set_ylabel("a")
     return fig
 

@@ -1,0 +1,128 @@
+"""``mechscope dict``: harvest activations, train sparse dictionaries, evaluate them inside the model.
+
+    mechscope dict harvest --model smollm2-135m --hooks blocks.15.hook_resid_post --tokens 1000000 --out acts/
+    mechscope dict train --activations acts/ --arch topk --k 32 --d-sae 4608 --out runs/topk
+    mechscope dict eval runs/topk --json
+    mechscope dict archs
+
+``harvest`` and ``train`` resume when rerun with the same ``--out``. ``train`` accepts every registered
+architecture; options that do not apply to it (``--k`` for ``relu``) are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from mechscope.cli.common import fail_cleanly, load_model
+
+app = typer.Typer(help="Sparse dictionaries: harvest activations, train, evaluate.", no_args_is_help=True,
+                  add_completion=False)
+
+EVAL_KEYS = ("l0", "mse", "fvu", "ce_loss_recovered", "kl", "dead_fraction", "dense_fraction")
+
+
+@app.command()
+def harvest(
+    model: str = typer.Option("smollm2-135m", "--model", help="Model name or path for mechscope.load."),
+    hooks: str = typer.Option(..., "--hooks", help="Comma-separated hook names, e.g. blocks.15.hook_resid_post."),
+    tokens: int = typer.Option(..., "--tokens", help="Activation rows (tokens) to harvest per hook."),
+    out: Path = typer.Option(..., "--out", help="Store directory (rerun to resume or extend)."),
+    corpus: str = typer.Option("stdlib-docs", "--corpus", help="Named corpus or a path (see mechscope.data.corpus)."),
+    seq_len: int = typer.Option(128, "--seq-len", help="Tokens per sequence."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Sequences per forward pass."),
+    tokenizer: str = typer.Option("auto", "--tokenizer", help="auto | smollm2 | bytes (corpus tokenisation)."),
+    shard_rows: int = typer.Option(65536, "--shard-rows", help="Rows per shard file."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the chunk order."),
+) -> None:
+    """Stream a corpus through the model and store activations of HOOKS (one pass, stops after the last block)."""
+    import torch
+
+    from mechscope.experiments.dictionaries import harvest as run
+
+    with fail_cleanly():
+        m = load_model(model)
+        with torch.inference_mode():
+            store = run(m, [h.strip() for h in hooks.split(",") if h.strip()], tokens, out, corpus=corpus,
+                        seq_len=seq_len, batch_size=batch_size, tokenizer=tokenizer, shard_rows=shard_rows,
+                        seed=seed, model_name=model)
+        typer.echo(json.dumps({"out": str(out), "rows": store.n_rows, "hooks": store.hooks,
+                               "shards": len(store.manifest["shards"])}))
+
+
+@app.command()
+def train(
+    activations: Path = typer.Option(..., "--activations", help="Store directory from `dict harvest`."),
+    out: Path = typer.Option(..., "--out", help="Run directory (checkpoints, metrics.jsonl, dictionary/)."),
+    arch: str = typer.Option("topk", "--arch", help="relu | topk | batchtopk | jumprelu | gated | transcoder | crosscoder."),
+    d_sae: int = typer.Option(4608, "--d-sae", help="Number of latents."),
+    k: int | None = typer.Option(None, "--k", help="Active latents (topk, batchtopk; transcoder: TopK)."),
+    l1: float | None = typer.Option(None, "--l1", help="L1 coefficient (relu, gated, crosscoder, transcoder)."),
+    l0: float | None = typer.Option(None, "--l0", help="L0 coefficient (jumprelu)."),
+    hook: list[str] | None = typer.Option(None, "--hook", help="Hook(s) to read; transcoder: input then target; crosscoder: several."),  # noqa: E501
+    normalize: str = typer.Option("expected_norm", "--normalize", help="expected_norm | none."),
+    batch_size: int = typer.Option(4096, "--batch-size", help="Tokens per step."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimiser steps (default: epochs over the store)."),
+    epochs: int = typer.Option(1, "--epochs", help="Passes over the store when --steps is not given."),
+    lr: float = typer.Option(4e-4, "--lr", help="Peak Adam learning rate."),
+    buffer_rows: int = typer.Option(2**17, "--buffer-rows", help="Mixing-buffer capacity (rows)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of data order and initialisation."),
+) -> None:
+    """Train a dictionary on harvested activations (rerun the same command to resume)."""
+    from mechscope.experiments.dictionaries import train_on_store
+
+    options = {"k": k, "l1_coefficient": l1, "l0_coefficient": l0, "normalize_activations": normalize, "seed": seed}
+    with fail_cleanly():
+        d = train_on_store(activations, out, arch, d_sae=d_sae, options=options, hooks=hook, batch_size=batch_size,
+                           steps=steps, epochs=epochs, lr=lr, buffer_rows=buffer_rows, seed=seed)
+    typer.echo(json.dumps({"out": str(out / "dictionary"), "arch": d.cfg.architecture, "d_in": d.cfg.d_in,
+                           "d_sae": d.cfg.d_sae, "hook": d.cfg.hook_name}))
+
+
+@app.command("eval")
+def evaluate(
+    directory: Path = typer.Argument(..., help="A dictionary directory or a training run directory."),
+    model: str | None = typer.Option(None, "--model", help="Model (default: the dictionary's model_name)."),
+    hook: str | None = typer.Option(None, "--hook", help="Hook to splice at (default: the dictionary's)."),
+    corpus: str = typer.Option("stdlib-docs", "--corpus", help="Corpus of the held-out text."),
+    split: str = typer.Option("val", "--split", help="val | train."),
+    n_seq: int = typer.Option(16, "--n-seq", help="Sequences evaluated."),
+    seq_len: int = typer.Option(128, "--seq-len", help="Tokens per sequence."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Sequences per forward pass."),
+    tokenizer: str = typer.Option("auto", "--tokenizer", help="auto | smollm2 | bytes."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Evaluate a dictionary spliced into the model: L0, MSE, FVU, CE loss recovered, KL, dead/dense."""
+    import torch
+
+    from mechscope.dictionaries.evals import EvalConfig, evaluate_many
+    from mechscope.errors import ConfigError
+    from mechscope.experiments.dictionaries import eval_tokens, load_dictionary_dir
+
+    with fail_cleanly():
+        d = load_dictionary_dir(directory)
+        name = model or d.cfg.model_name
+        if name is None:
+            raise ConfigError("the dictionary does not record its model; pass --model")
+        m = load_model(name)
+        with torch.inference_mode():
+            toks = eval_tokens(m, corpus, split=split, n_seq=n_seq, seq_len=seq_len, tokenizer=tokenizer)
+            res = evaluate_many(m, [d], toks, hooks=[hook], cfg=EvalConfig(batch_size=batch_size))[0]
+    summary = {k: getattr(res, k) for k in EVAL_KEYS} | {
+        "ce_loss_clean": res.ce_loss_clean, "ce_loss_spliced": res.ce_loss_spliced,
+        "ce_loss_zero": res.ce_loss_zero, "n_tokens": res.n_tokens, "hook": hook or d.cfg.hook_name}
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1))
+    else:
+        for key, v in summary.items():
+            typer.echo(f"{key:>18}  {v:.4f}" if isinstance(v, float) else f"{key:>18}  {v}")
+
+
+@app.command()
+def archs() -> None:
+    """List the registered dictionary architectures."""
+    from mechscope.dictionaries.registry import architectures
+
+    typer.echo("\n".join(architectures()))

@@ -1,0 +1,266 @@
+"""Sparse dictionaries on a real model, end to end: harvest -> train -> evaluate -> Pareto picture.
+
+The pipeline the ``mechscope dict`` commands and the recorded study share:
+
+* :func:`harvest` streams a corpus through the model (``ActivationSource``) into an ``ActivationStore``
+  (resumable), once; every training run reads the store.
+* :func:`build_dictionary` makes any registered variant from its name and options (only the options
+  its config has; anything else is a ``ConfigError``), :func:`train_on_store` trains it through the
+  mixing buffer and the one ``Trainer``.
+* :func:`eval_tokens` takes held-out sequences (validation split, same position conventions) and
+  :func:`evaluate_dir` evaluates a saved dictionary spliced into the model.
+* :func:`run_study` trains every variant at several sparsity levels on one store and records
+  L0 / FVU / CE-loss-recovered (the Pareto picture in ``docs/dictionaries.md``); :func:`tour_section`
+  is the quick version for the tour (it reuses a finished study if one exists).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mechscope.activations.source import ActivationSource, SourceConfig
+from mechscope.dictionaries.base import Dictionary
+from mechscope.errors import ConfigError
+
+DEFAULT_HOOK = "blocks.15.hook_resid_post"
+_SPARSITY_OPTION = {"relu": "l1_coefficient", "gated": "l1_coefficient", "jumprelu": "l0_coefficient",
+                    "topk": "k", "batchtopk": "k", "crosscoder": "l1_coefficient", "transcoder": "k"}
+"""Which config field sets the sparsity level of each variant (the study sweeps it)."""
+
+
+# -- corpus and tokens ---------------------------------------------------------------------------------
+def corpus_split(model: Any, corpus: str, split: str = "train", tokenizer: str = "auto") -> Any:
+    """A ``TokenSplit`` of ``corpus`` tokenised for ``model`` (``auto``: SmolLM2's BPE if the vocab fits)."""
+    from mechscope.data.corpus import CorpusConfig, load_corpus
+
+    if tokenizer == "auto":
+        tokenizer = "smollm2" if model.cfg.d_vocab == 49152 else "bytes"
+    if tokenizer == "bytes" and model.cfg.d_vocab < 257:
+        raise ConfigError(f"the byte tokenizer needs d_vocab >= 257, this model has {model.cfg.d_vocab}")
+    if split not in ("train", "val"):
+        raise ConfigError(f"split must be 'train' or 'val', got {split!r}")
+    return getattr(load_corpus(CorpusConfig(source=corpus, tokenizer=tokenizer)), split)  # type: ignore[arg-type]
+
+
+def eval_tokens(model: Any, corpus: str = "stdlib-docs", *, split: str = "val", n_seq: int = 16,
+                seq_len: int = 128, tokenizer: str = "auto", seed: int = 0) -> Tensor:
+    """``n_seq`` held-out sequences ``[n_seq seq_len]`` formed as the harvest forms them (BOS policy)."""
+    src = ActivationSource(model, ["hook_embed"], corpus_split(model, corpus, split, tokenizer),
+                           SourceConfig(seq_len=seq_len, seed=seed))
+    if src.n_sequences < n_seq:
+        raise ConfigError(f"{corpus}/{split} holds only {src.n_sequences} sequences of {seq_len} tokens")
+    return src.sequences(0, n_seq)
+
+
+def harvest(model: Any, hooks: Sequence[str], n_tokens: int, out: str | Path, *, corpus: str = "stdlib-docs",
+            seq_len: int = 128, batch_size: int = 16, tokenizer: str = "auto", shard_rows: int = 65536,
+            seed: int = 0, model_name: str | None = None, progress: bool = True) -> Any:
+    """Harvest ``n_tokens`` rows of ``hooks`` from the training split into a store at ``out`` (resumable)."""
+    split = corpus_split(model, corpus, "train", tokenizer)
+    src = ActivationSource(model, hooks, split, SourceConfig(seq_len=seq_len, batch_size=batch_size, seed=seed))
+    return src.harvest(out, n_tokens, shard_rows=shard_rows, progress=progress,
+                       metadata={"model": model_name, "corpus": corpus, "split": "train"})
+
+
+# -- training ------------------------------------------------------------------------------------------
+def build_dictionary(arch: str, *, d_in: int, d_sae: int, hook_name: str | None, model_name: str | None,
+                     options: dict[str, Any] | None = None) -> Dictionary:
+    """A fresh ``arch`` dictionary; ``options`` (None values ignored) must be fields of its config."""
+    from mechscope.dictionaries.registry import create, dictionary_class
+
+    cls = dictionary_class(arch).config_class
+    fields = {f.name for f in dataclasses.fields(cls)}
+    given = {k: v for k, v in (options or {}).items() if v is not None}
+    wrong = sorted(set(given) - fields)
+    if wrong:
+        raise ConfigError(f"options {wrong} do not apply to {arch!r}; its config has {sorted(fields)}")
+    return create(cls(d_in=d_in, d_sae=d_sae, hook_name=hook_name, model_name=model_name, **given))
+
+
+def _stream(store: Any, hooks: list[str], kind: str, batch_size: int, capacity: int, seed: int,
+            epochs: int) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
+    from mechscope.activations.buffer import mixing_buffer
+
+    block = max(1, min(8192, store.n_rows))  # the store drops a short final block: keep blocks <= its rows
+    blocks = store.batches(block, hooks=hooks, shuffle_shards=True, seed=seed, epochs=epochs)
+    for b in mixing_buffer(blocks, capacity=capacity, batch_size=batch_size, seed=seed):
+        if kind == "crosscoder":
+            yield torch.stack(list(b), dim=1)
+        else:
+            yield b
+
+
+def train_on_store(store_dir: str | Path, out_dir: str | Path, arch: str, *, d_sae: int,
+                   options: dict[str, Any] | None = None, hooks: Sequence[str] | None = None,
+                   batch_size: int = 4096, steps: int | None = None, epochs: int = 1, lr: float = 4e-4,
+                   buffer_rows: int = 2**17, seed: int = 0, progress: bool = True) -> Dictionary:
+    """Train an ``arch`` dictionary on a store (resumes if ``out_dir`` holds a checkpoint).
+
+    ``hooks``: one hook (SAE variants), ``[input, target]`` (transcoder) or several (crosscoder);
+    default: the store's only hook. ``steps`` defaults to one pass over ``epochs`` x the store.
+    """
+    from mechscope.activations.store import ActivationStore
+    from mechscope.dictionaries.train import Trainer, TrainerConfig
+
+    store = ActivationStore.open(store_dir)
+    names = list(hooks) if hooks else store.hooks[:1]
+    if arch == "transcoder" and len(names) != 2:
+        raise ConfigError(f"a transcoder needs hooks [input, target], got {names}")
+    widths = [store.manifest["hooks"][h][-1] if h in store.manifest["hooks"] else None for h in names]
+    if None in widths:
+        raise ConfigError(f"hooks {names} are not all in the store; it has {store.hooks}")
+    opts = {"normalize_activations": "expected_norm", **(options or {})}
+    if arch == "transcoder":
+        opts |= {"d_out": widths[1], "target_hook_name": names[1]}
+    if arch == "crosscoder":
+        opts["n_layers"] = len(names)
+    meta = store.manifest["metadata"]
+    d = build_dictionary(arch, d_in=int(widths[0]), d_sae=d_sae, hook_name=names[0] if arch != "crosscoder" else None,
+                         model_name=meta.get("source", {}).get("metadata", {}).get("model"), options=opts)
+    total = steps or max(1, store.n_rows * epochs // batch_size)
+    cfg = TrainerConfig(total_steps=total, lr=lr, lr_warmup_steps=min(50, total // 10),
+                        lr_decay_steps=total // 5, sparsity_warmup_steps=total // 20,
+                        dead_window_tokens=max(batch_size, min(1_000_000, total * batch_size // 4)),
+                        out_dir=str(out_dir), checkpoint_every=max(1, total // 4), progress=progress,
+                        seed=seed)
+    data = _stream(store, names, arch, batch_size, max(buffer_rows, 2 * batch_size), seed,
+                   epochs=math.ceil(total * batch_size / max(store.n_rows, 1)) + 1)
+    trainer = Trainer(d, cfg)
+    trainer.fit(data)
+    if trainer.step < total:
+        raise ConfigError(f"the activation stream ran out after {trainer.step} of {total} steps (store of "
+                          f"{store.n_rows} rows, batch {batch_size}); the partial dictionary is in {out_dir}")
+    return trainer.dictionary
+
+
+def load_dictionary_dir(path: str | Path) -> Dictionary:
+    """A saved dictionary from its directory, or from a training ``out_dir`` (its ``dictionary/``)."""
+    from mechscope.dictionaries import io
+
+    p = Path(path)
+    return io.load(p / "dictionary" if (p / "dictionary").is_dir() else p)
+
+
+# -- the study -----------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class StudyConfig:
+    """Variants x sparsity levels trained on one harvested store and evaluated on held-out text."""
+
+    store: str = "runs/dictionaries/acts-l15"
+    """Harvested activations (``mechscope dict harvest``)."""
+    out: str = "runs/dictionaries/study"
+    """Where each run and ``results.json`` go."""
+    d_sae: int = 4608
+    """Dictionary size (8 x d_model)."""
+    grid: dict[str, tuple[float, ...]] = field(default_factory=lambda: {
+        "topk": (16, 32, 64), "batchtopk": (16, 32, 64), "relu": (1.0, 3.0, 10.0),
+        "jumprelu": (0.3, 1.0, 3.0), "gated": (0.5, 1.5, 5.0)})
+    """Per architecture, the values of its sparsity option (see ``_SPARSITY_OPTION``)."""
+    epochs: int = 1
+    """Passes over the store per run."""
+    batch_size: int = 4096
+    """Training batch (tokens)."""
+    eval_seqs: int = 16
+    """Held-out sequences of 128 tokens for the evaluation."""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.grid) - set(_SPARSITY_OPTION))
+        if unknown:
+            raise ConfigError(f"StudyConfig.grid has unknown architectures {unknown}; allowed {sorted(_SPARSITY_OPTION)}")
+
+
+def run_study(cfg: StudyConfig, model: Any, *, progress: bool = True) -> list[dict[str, Any]]:
+    """Train (or reuse) every run of the grid, evaluate them together, write ``results.json``."""
+    from mechscope.dictionaries.evals import EvalConfig, evaluate_many
+
+    out = Path(cfg.out)
+    rows: list[dict[str, Any]] = []
+    dictionaries = []
+    for arch, values in cfg.grid.items():
+        for v in values:
+            opt = _SPARSITY_OPTION[arch]
+            value = int(v) if opt == "k" else float(v)
+            run_dir = out / f"{arch}-{opt}-{value}"
+            t0 = time.time()
+            if not (run_dir / "dictionary" / "config.json").is_file():
+                train_on_store(cfg.store, run_dir, arch, d_sae=cfg.d_sae, options={opt: value},
+                               batch_size=cfg.batch_size, epochs=cfg.epochs, progress=progress)
+            dictionaries.append(load_dictionary_dir(run_dir))
+            rows.append({"arch": arch, opt: value, "option": opt, "value": value, "run": str(run_dir),
+                         "train_seconds": round(time.time() - t0, 1)})
+    tokens = eval_tokens(model, n_seq=cfg.eval_seqs)
+    results = evaluate_many(model, dictionaries, tokens, cfg=EvalConfig(batch_size=4), progress=progress)
+    for row, res in zip(rows, results):
+        row.update({k: v for k, v in res.to_dict().items() if k != "density_histogram"})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def pareto_figure(rows: Sequence[dict[str, Any]]) -> Any:
+    """Two panels: FVU and CE loss recovered against L0, one line per architecture."""
+    from mechscope.viz.report import new_figure
+
+    fig = new_figure(10, 4)
+    axes = fig.subplots(1, 2)
+    for arch in dict.fromkeys(r["arch"] for r in rows):
+        pts = sorted((r for r in rows if r["arch"] == arch), key=lambda r: r["l0"])
+        for ax, key in zip(axes, ("fvu", "ce_loss_recovered")):
+            ax.plot([p["l0"] for p in pts], [p[key] for p in pts], marker="o", label=arch)
+    for ax, key in zip(axes, ("fraction of variance unexplained", "CE loss recovered")):
+        ax.set_xscale("log")
+        ax.set_xlabel("L0 (active latents per token)")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    return fig
+
+
+def tour_section(out_dir: Path, model: Any = None) -> Any:
+    """Tour section: the recorded study's table and Pareto picture if present, else a tiny live run.
+
+    The live run (≈ 20-40 s on two busy cores): harvest 4,096 residual-stream rows of SmolLM2 at block 15,
+    train a TopK (k=32, 1,152 latents) for 60 steps and evaluate it spliced in on 4 held-out sequences.
+    """
+    from mechscope.dictionaries.evals import EvalConfig, evaluate
+    from mechscope.viz.report import Section, esc, figure_html, table_html
+
+    if model is None:
+        from mechscope.models.loading import load
+
+        model = load("smollm2-135m").eval()
+    study = Path("runs/dictionaries/study/results.json")
+    cols = ("arch", "value", "l0", "fvu", "ce_loss_recovered", "kl", "dead_fraction")
+    if study.is_file():
+        rows = json.loads(study.read_text())
+        body = figure_html(pareto_figure(rows), "L0 vs FVU and CE recovered") + table_html(
+            [{c: r[c] for c in cols} for r in rows])
+        return Section(title="Sparse dictionaries on SmolLM2", body=body, anchor="dictionaries",
+                       notes=[f"Recorded study from {esc(study)} (see docs/dictionaries.md)."])
+    work = Path(out_dir) / "dictionaries"
+    t0 = time.time()
+    harvest(model, [DEFAULT_HOOK], 4096, work / "acts", seq_len=64, batch_size=16, shard_rows=4096,
+            model_name="smollm2-135m", progress=False)
+    sae = train_on_store(work / "acts", work / "topk", "topk", d_sae=1152, options={"k": 32}, batch_size=256,
+                         steps=60, buffer_rows=2048, lr=1e-3, progress=False)
+    res = evaluate(model, sae, eval_tokens(model, n_seq=4, seq_len=64), cfg=EvalConfig(batch_size=4))
+    row = {"arch": "topk", "value": 32} | {c: getattr(res, c) for c in cols[2:]}
+    body = ("<p>A tiny live run (4,096 training tokens; the recorded study in docs/dictionaries.md uses far "
+            "more): TopK SAE on <code>blocks.15.hook_resid_post</code>, spliced back into SmolLM2.</p>"
+            + table_html([row]))
+    return Section(title="Sparse dictionaries on SmolLM2", body=body, anchor="dictionaries",
+                   notes=[f"live run {time.time() - t0:.0f} s"])
+
+
+__all__ = ["harvest", "eval_tokens", "corpus_split", "build_dictionary", "train_on_store", "load_dictionary_dir",
+           "StudyConfig", "run_study", "pareto_figure", "tour_section", "DEFAULT_HOOK"]

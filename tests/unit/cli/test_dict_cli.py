@@ -1,0 +1,74 @@
+"""`mechscope dict harvest | train | eval` end to end on a tiny saved model and a tiny text corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mechscope.cli.main import app
+from mechscope.models.transformer import HookedTransformer
+from tests.conftest import tiny_cfg
+
+HOOK = "blocks.0.hook_resid_post"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("dictcli")
+    HookedTransformer(tiny_cfg("llama", d_vocab=257, n_ctx=64), seed=0).save(root / "model")
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "sparse", "features", "fire", "rarely"]
+    lines = [{"text": " ".join(words[(i * 7 + j) % len(words)] for j in range(40))} for i in range(100)]
+    (root / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
+    return {"root": root, "model": root / "model", "corpus": root / "corpus.jsonl"}
+
+
+def _run(args: list[str], monkeypatch: pytest.MonkeyPatch, root: Path) -> tuple[int, str]:
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(root / "cache"))
+    res = CliRunner().invoke(app, args)
+    return res.exit_code, res.stdout if res.exit_code == 0 else res.output
+
+
+def test_harvest_train_eval(setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    root = setup["root"]
+    code, out = _run(["dict", "harvest", "--model", str(setup["model"]), "--hooks", HOOK, "--tokens", "1500",
+                      "--out", str(root / "acts"), "--corpus", str(setup["corpus"]), "--seq-len", "32",
+                      "--shard-rows", "512"], monkeypatch, root)
+    assert code == 0, out
+    info = json.loads(out.strip().splitlines()[-1])
+    assert info["rows"] == 1500 and info["shards"] == 3 and info["hooks"] == [HOOK]
+    code, out = _run(["dict", "train", "--activations", str(root / "acts"), "--arch", "topk", "--k", "4",
+                      "--d-sae", "64", "--out", str(root / "topk"), "--batch-size", "128", "--steps", "40", "--lr", "0.01",
+                      "--buffer-rows", "512"], monkeypatch, root)
+    assert code == 0, out
+    assert (root / "topk" / "dictionary" / "config.json").is_file()
+    code, out = _run(["dict", "eval", str(root / "topk"), "--model", str(setup["model"]), "--corpus",
+                      str(setup["corpus"]), "--n-seq", "3", "--seq-len", "32", "--json"], monkeypatch, root)
+    assert code == 0, out
+    res = json.loads(out[out.index("{"):])
+    assert {"l0", "mse", "fvu", "ce_loss_recovered", "kl", "dead_fraction", "dense_fraction"} <= set(res)
+    assert res["l0"] == pytest.approx(4.0) and res["hook"] == HOOK and 0 < res["fvu"] < 0.5
+    assert res["n_tokens"] == 3 * 31
+
+
+def test_every_variant_and_option_errors(setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    root = setup["root"]
+    if not (root / "acts" / "manifest.json").exists():
+        pytest.skip("needs the store of test_harvest_train_eval")
+    for arch, opts in (("relu", ["--l1", "1.0"]), ("jumprelu", ["--l0", "0.5"]), ("gated", []), ("batchtopk", ["--k", "4"])):
+        code, out = _run(["dict", "train", "--activations", str(root / "acts"), "--arch", arch, *opts, "--d-sae", "48",
+                          "--out", str(root / arch), "--batch-size", "128", "--steps", "3", "--buffer-rows", "512"],
+                         monkeypatch, root)
+        assert code == 0, (arch, out)
+        assert json.loads(out.strip().splitlines()[-1])["arch"] == arch
+    code, out = _run(["dict", "train", "--activations", str(root / "acts"), "--arch", "relu", "--k", "4",
+                      "--out", str(root / "bad"), "--steps", "2"], monkeypatch, root)
+    assert code == 2 and "do not apply to 'relu'" in out
+    code, out = _run(["dict", "train", "--activations", str(root / "acts"), "--arch", "topkk",
+                      "--out", str(root / "bad"), "--steps", "2"], monkeypatch, root)
+    assert code == 2 and "Did you mean" in out
+    code, out = _run(["dict", "harvest", "--model", str(setup["model"]), "--hooks", "blocks.0.hook_resid_pots",
+                      "--tokens", "10", "--out", str(root / "bad"), "--corpus", str(setup["corpus"])], monkeypatch, root)
+    assert code == 2 and "Did you mean" in out

@@ -147,3 +147,24 @@ def test_perfect_relu_dictionary_reconstructs_exactly(model: HookedTransformer, 
     with splice(model, sae, H):
         torch.testing.assert_close(model(tokens), clean, atol=1e-6, rtol=0)
     assert isinstance(sae, ReLUDictionary) and isinstance(sae.cfg, ReLUConfig)
+
+
+def test_steering_adds_the_decoder_row_and_clamping_matches(model: HookedTransformer, tokens: torch.Tensor) -> None:
+    from mechscope.dictionaries.steering import clamp_latent, steer
+
+    sae = _sae()
+    _, clean = model.run_with_cache(tokens, names=[H])
+    got: dict[str, torch.Tensor] = {}
+    with steer(model, sae, latent=5, scale=3.0, positions=[2]), \
+            model.hooks(fwd=[(H, lambda a, hook: got.setdefault("a", a))]):
+        model(tokens)
+    delta = got["a"] - clean[H]
+    torch.testing.assert_close(delta[:, 2], (3.0 * sae.W_dec[5]).expand(3, 32).detach())
+    assert delta[:, [0, 1, 3]].abs().max() == 0
+    # clamping latent 5 to c with the error term = adding (c - acts_5) * W_dec[5] per position
+    acts5 = sae(clean[H]).acts[..., 5]
+    with splice(model, sae, H, use_error_term=True) as s, clamp_latent(model, s, 5, 2.0), \
+            model.hooks(fwd=[(s["output"], lambda o, hook: got.setdefault("o", o))]):
+        model(tokens)
+    want = clean[H] + (2.0 - acts5)[..., None] * sae.W_dec[5]
+    torch.testing.assert_close(got["o"], want.detach(), atol=1e-5, rtol=0)

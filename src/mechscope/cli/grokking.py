@@ -21,7 +21,8 @@ def train_cmd(
     epochs: int | None = typer.Option(None, "--epochs", help="Full-batch epochs (default: the preset's)."),
     preset: str = typer.Option("fast", "--preset", help="'fast' (groks in minutes) or 'paper' (lr 1e-3, wd 1, 40k epochs)."),
     train_frac: float | None = typer.Option(None, "--train-frac", help="Fraction of pairs for training."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint "
+                                "(with its stored settings; only --epochs may change)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete --out first if it holds a run."),
     threads: int | None = typer.Option(None, "--threads", help="torch threads (default: torch's choice)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
@@ -39,7 +40,12 @@ def train_cmd(
     changes = {"seed": seed, **{k: v for k, v in (("p", p), ("epochs", epochs), ("train_frac", train_frac))
                                 if v is not None}}
     try:
-        cfg = PRESETS[preset].replace(**changes)
+        if resume:  # the run's own settings; only --epochs may change
+            from mechscope.experiments.grokking import read_run_config
+
+            cfg = read_run_config(out).replace(**({"epochs": epochs} if epochs is not None else {}))
+        else:
+            cfg = PRESETS[preset].replace(**changes)
         if overwrite and out.exists() and not resume:
             if not (out / "run.json").exists():
                 raise typer.BadParameter(f"--overwrite: {out} does not look like a run directory; not deleting it")

@@ -26,7 +26,16 @@ from torch import Tensor
 
 from mechscope.data.tasks.modular import ModularConfig, ModularData, make_modular_data
 from mechscope.errors import ConfigError, ModelFileError
-from mechscope.train import TrainConfig, TrainResult, list_checkpoints, load_weights, read_metrics, train
+from mechscope.train import (
+    TrainConfig,
+    TrainResult,
+    latest_checkpoint,
+    list_checkpoints,
+    load_weights,
+    read_metrics,
+    train,
+)
+from mechscope.train.checkpoint import read_manifest
 from mechscope.train.trainer import RUN_FILE
 
 EXPERIMENT = "grokking"
@@ -105,7 +114,7 @@ PAPER = GrokkingConfig()
 """Nanda et al.'s setting: p=113, 30% train, lr 1e-3, wd 1.0, betas (0.9, 0.98), 40k full-batch epochs."""
 FAST = GrokkingConfig(lr=1e-2, epochs=3000, eval_every=10, checkpoint_every=50, stop_test_acc=0.99,
                       stop_margin=0.4)
-"""Same task, model, 30% split and weight decay; 10× the learning rate, so memorisation takes ~100 epochs
+"""Same task, model, 30% split and weight decay; 10× the learning rate, so memorisation takes ~60 epochs
 and grokking a few hundred; stops 40% after test accuracy first reaches 99% (the clean-up phase)."""
 PRESETS: dict[str, GrokkingConfig] = {"fast": FAST, "paper": PAPER}
 
@@ -182,11 +191,12 @@ def run(cfg: GrokkingConfig, out_dir: str | Path, *, resume: bool = False, progr
             if "test_acc" in rec:
                 stop(rec)
     return train(model, _loss_fn, batch, train_cfg, out_dir, callbacks=[_test_eval(data)], experiment=EXPERIMENT,
-                 run_config={"grokking": cfg.to_dict(), "model": model.cfg.to_dict()}, resume=resume, stop=stop)
+                 run_config={"grokking": {k: v for k, v in cfg.to_dict().items() if k != "epochs"},
+                             "model": model.cfg.to_dict()}, resume=resume, stop=stop)
 
 
-def load_run(run_dir: str | Path) -> tuple[GrokkingConfig, Any, ModularData]:
-    """(config, model with the latest weights, data) of a grokking run directory."""
+def read_run_config(run_dir: str | Path) -> GrokkingConfig:
+    """The ``GrokkingConfig`` stored in ``<run>/run.json``; errors name what is wrong with the directory."""
     d = Path(run_dir)
     try:
         info = json.loads((d / RUN_FILE).read_text(encoding="utf-8"))
@@ -197,9 +207,20 @@ def load_run(run_dir: str | Path) -> tuple[GrokkingConfig, Any, ModularData]:
         raise ModelFileError(f"{d / RUN_FILE} is corrupted: {e}") from e
     if info.get("experiment") != EXPERIMENT:
         raise ConfigError(f"{d} holds a run of experiment {info.get('experiment')!r}, not {EXPERIMENT!r}")
-    cfg = GrokkingConfig.from_dict(info["run_config"]["grokking"])
+    try:
+        stored = dict(info["run_config"]["grokking"])
+        latest = latest_checkpoint(d)  # a resumed run may have been extended: its newest steps win
+        steps = (read_manifest(latest) if latest is not None else info)["train_config"]["steps"]
+        return GrokkingConfig.from_dict({**stored, "epochs": steps})
+    except (KeyError, TypeError) as e:
+        raise ModelFileError(f"{d / RUN_FILE} has no grokking config ({e})") from e
+
+
+def load_run(run_dir: str | Path) -> tuple[GrokkingConfig, Any, ModularData]:
+    """(config, model with the latest weights, data) of a grokking run directory."""
+    cfg = read_run_config(run_dir)
     model, data = build(cfg)
-    load_weights(model, d, experiment=EXPERIMENT)
+    load_weights(model, run_dir, experiment=EXPERIMENT)
     return cfg, model, data
 
 
@@ -237,7 +258,7 @@ def analyze(run_dir: str | Path, *, max_checkpoints: int = 60) -> dict[str, Any]
     for step, path in ckpts[::stride] + ([ckpts[-1]] if (len(ckpts) - 1) % stride else []):
         load_weights(model, path, experiment=EXPERIMENT)
         history.append({"step": step, **progress_measures(model, data, keys, ablate_nonkey=False)})
-    last = read_checkpoint_manifest(ckpts[-1][1])
+    last = read_manifest(ckpts[-1][1])
     return {"analysis_version": ANALYSIS_VERSION, "p": p, "train_acc": final["train_acc"], "test_acc": final["test_acc"],
             "epochs": int(last["step"]),
             "epoch_train_100": _first_step(records, "acc", 1.0), "epoch_test_99": _first_step(records, "test_acc", 0.99),
@@ -250,13 +271,6 @@ def analyze(run_dir: str | Path, *, max_checkpoints: int = 60) -> dict[str, Any]
             "ablated_nonkey_test_loss": final["ablated_nonkey_test_loss"],
             "wall_seconds": float(last.get("wall_seconds", 0.0)), "analysis_seconds": time.perf_counter() - t0,
             "settings": cfg.to_dict(), "embed_freq_energy": energy[1:].tolist(), "history": history}
-
-
-def read_checkpoint_manifest(path: Path) -> dict[str, Any]:
-    """The manifest of one checkpoint (``state.json``)."""
-    from mechscope.train.checkpoint import read_manifest
-
-    return read_manifest(path)
 
 
 def _final_acts(model: Any, data: ModularData) -> Tensor:

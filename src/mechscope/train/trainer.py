@@ -120,8 +120,8 @@ def train(model: nn.Module, loss_fn: LossFn, data: Any, config: TrainConfig, run
 
 def _start_fresh(run: Path, config: TrainConfig, experiment: str, run_cfg: dict[str, Any]) -> None:
     if (run / RUN_FILE).exists() or ck.list_checkpoints(run):
-        raise ConfigError(f"{run} already holds a training run; pass resume=True to continue it "
-                          "or choose a new directory")
+        raise ConfigError(f"{run} already holds a training run; pass resume=True (`--resume` in the CLI) to "
+                          "continue it, or choose a new directory")
     run.mkdir(parents=True, exist_ok=True)
     info = {"experiment": experiment, "train_config": config.to_dict(), "run_config": run_cfg}
     ck.atomic_write(run / RUN_FILE, lambda p: p.write_text(json.dumps(info, indent=1), encoding="utf-8"))

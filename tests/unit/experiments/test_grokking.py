@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from mechscope.data.tasks.modular import ModularConfig, make_modular_data
 from mechscope.errors import ConfigError, ModelFileError
 from mechscope.experiments.grokking import QUICK, analyze, answer_logits, build, run
-from mechscope.train import TrainConfig, latest_checkpoint, train
+from mechscope.train import TrainConfig, latest_checkpoint, read_metrics, train
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +93,20 @@ def test_analyze_rejects_other_runs_and_corruption(quick_run: tuple[Path, dict],
     f.write_bytes(f.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(ModelFileError, match="corrupted"):
         analyze(broken)
+
+
+def test_cli_train_then_resume_with_more_epochs(tmp_path: Path) -> None:
+    from mechscope.cli.grokking import app
+
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), "--p", "11", "--epochs", "20", "--no-progress", "--threads", "1"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "already holds a training run" in again.output
+    res = CliRunner().invoke(app, ["train", "--out", str(out), "--epochs", "30", "--resume", "--no-progress",
+                                   "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    final = json.loads(res.stdout.strip().splitlines()[-1])
+    assert final["epochs"] == 30 and final["wall_seconds"] > 0
+    assert [r["step"] for r in read_metrics(out)] == list(range(31))

@@ -139,10 +139,15 @@ def write_checkpoint(run_dir: Path, step: int, weights: dict[str, Tensor], state
     with open(tmp / "state.json", "rb") as f:
         os.fsync(f.fileno())
     _fsync_dir(tmp)
-    if final.exists():  # a re-run of the same step after a resume: replace it
-        shutil.rmtree(final)
+    trash = final.with_name(f".{final.name}.old")
+    if final.exists():  # published earlier but never pointed at (killed before `latest` moved): replace it
+        if trash.exists():
+            shutil.rmtree(trash)
+        os.replace(final, trash)
     os.replace(tmp, final)
     _fsync_dir(final.parent)
+    if trash.exists():
+        shutil.rmtree(trash)
     atomic_write(final.parent / "latest", lambda p: p.write_text(final.name + "\n", encoding="utf-8"))
     return final
 

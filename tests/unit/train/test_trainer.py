@@ -185,3 +185,16 @@ def test_pruned_checkpoints_keep_weights(tmp_path: Path) -> None:
     assert [s for s, _ in ckpts] == [2, 4, 6, 8, 9]
     assert [(p / "state.safetensors").exists() for _, p in ckpts] == [False] * 4 + [True]
     assert read_checkpoint(ckpts[0][1]).state is None  # hashes still verify after pruning
+
+
+def test_resume_when_killed_between_publish_and_pointer(run: Path) -> None:
+    """A checkpoint directory published but never pointed at is rewritten by the resumed run."""
+    before = read_checkpoint(list_checkpoints(run)[-1][1]).weights
+    (run / "checkpoints" / "latest").write_text("step_00000003\n")
+    model, batch = _setup()
+    res = train(model, _loss, batch, CFG, run, experiment="exp", resume=True,
+                callbacks=[lambda m, s: {"test_loss": 1.0 + s}])
+    assert res.resumed_from == 3 and latest_checkpoint(run).name == "step_00000006"
+    after = read_checkpoint(latest_checkpoint(run)).weights
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(p.name.startswith(".") for p in (run / "checkpoints").iterdir())

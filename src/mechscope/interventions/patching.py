@@ -252,6 +252,8 @@ def _layer_values(model: Any, layer: int, hook: str, axes: list[int], sites: Ten
     ``p_lo`` runs positions ``p_lo..`` only: earlier positions are unchanged in every copy.
     """
     b, n_pos = source.shape[0], start_resid.shape[1]
+    if kv is not None:  # at least 4 position groups, so later groups skip most of the prefix
+        per_chunk = max(1, min(per_chunk, math.ceil(sites.shape[0] / 4)))
     vals = []
     with torch.inference_mode():
         for lo in range(0, sites.shape[0], per_chunk):

@@ -53,6 +53,9 @@ class InductionConfig:
     positional: str = "learned"
     """``learned`` absolute embeddings (the weights read exactly as circuits) or ``rotary`` (relative
     positions; previous-token heads form sooner, but QK/composition scores then see content only)."""
+    norm: str = "none"
+    """``none`` (logits are exactly a sum of paths) or ``layernorm`` (pre-norm: attention logits start
+    large enough for positional heads to form quickly; weight analyses fold only the norm's gain)."""
     batch_size: int = 8
     """Sequences per update."""
     steps: int = 1500
@@ -85,6 +88,8 @@ class InductionConfig:
             raise ConfigError(f"InductionConfig.tokenizer must be 'bytes' or 'smollm2', got {self.tokenizer!r}")
         if self.positional not in ("learned", "rotary"):
             raise ConfigError(f"InductionConfig.positional must be 'learned' or 'rotary', got {self.positional!r}")
+        if self.norm not in ("none", "layernorm"):
+            raise ConfigError(f"InductionConfig.norm must be 'none' or 'layernorm', got {self.norm!r}")
         if self.lr <= 0:
             raise ConfigError(f"InductionConfig.lr must be > 0, got {self.lr}")
 
@@ -95,7 +100,7 @@ def model_config(cfg: InductionConfig, n_layers: int, d_vocab: int) -> Any:
 
     return ModelConfig(d_model=cfg.d_model, n_layers=max(n_layers, 1), d_vocab=d_vocab, n_ctx=cfg.n_ctx,
                        attention=AttentionConfig(n_heads=cfg.n_heads, d_head=cfg.d_head), mlp=None,
-                       norm=NormConfig(kind="none"),
+                       norm=NormConfig(kind=cfg.norm if n_layers else "none"),  # type: ignore[arg-type]
                        positional=PositionalConfig(kind=cfg.positional if n_layers else "none"),  # type: ignore[arg-type]
                        name=f"attn-only-{n_layers}l", architecture="toy")
 

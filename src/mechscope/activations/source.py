@@ -103,7 +103,7 @@ class ActivationSource:
             raise ConfigError("ActivationSource needs at least one hook name")
         self.hooks = model.hook_names(list(hooks))  # HookNameError with close matches if unknown
         self.stop_at_layer = stop_layer(self.hooks, model.cfg.n_layers)
-        self._split = None
+        self._split: Any = None
         if isinstance(tokens, Tensor):
             if tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
                 raise ShapeError(f"token source must be an int tensor [n_seq pos], got {tuple(tokens.shape)} "

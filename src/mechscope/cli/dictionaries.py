@@ -126,3 +126,28 @@ def archs() -> None:
     from mechscope.dictionaries.registry import architectures
 
     typer.echo("\n".join(architectures()))
+
+
+@app.command()
+def study(
+    store: Path = typer.Option(Path("runs/dictionaries/acts-l15"), "--store", help="Harvested store."),
+    out: Path = typer.Option(Path("runs/dictionaries/study"), "--out", help="Runs and results.json."),
+    model: str = typer.Option("smollm2-135m", "--model", help="Model the store was harvested from."),
+    d_sae: int = typer.Option(2304, "--d-sae", help="Latents per dictionary."),
+    batch_size: int = typer.Option(1024, "--batch-size", help="Tokens per step."),
+    epochs: int = typer.Option(1, "--epochs", help="Passes over the store per run."),
+    eval_seqs: int = typer.Option(8, "--eval-seqs", help="Held-out sequences of 128 tokens."),
+    figure: Path | None = typer.Option(None, "--figure", help="Write the Pareto picture (PNG) here."),
+) -> None:
+    """Train every variant at 3 sparsity levels on one store, evaluate them spliced in (resumable)."""
+    from mechscope.experiments.dictionaries import StudyConfig, pareto_figure, run_study
+    from mechscope.viz.report import save_figure
+
+    with fail_cleanly():
+        cfg = StudyConfig(store=str(store), out=str(out), d_sae=d_sae, batch_size=batch_size, epochs=epochs,
+                          eval_seqs=eval_seqs)
+        rows = run_study(cfg, load_model(model))
+    if figure is not None:
+        save_figure(pareto_figure(rows), figure)
+    for r in rows:
+        typer.echo(json.dumps({k: r[k] for k in ("arch", "option", "value", *EVAL_KEYS, "train_seconds")}))

@@ -97,7 +97,8 @@ class SweepResult:
             ax.set_yticks(range(d.shape[0]), self.labels[ylab], fontsize=7)
             if lab is not None:
                 ax.set_title(f"{self.axes[1]} {lab}", fontsize=8)
-        fig.colorbar(im, ax=fig.axes, shrink=0.8, label="normalised metric" if normalised else self.metric)
+        # a colorbar on the last panel only: gridspec-based, so the report's tight_layout keeps it apart
+        fig.colorbar(im, ax=ax, shrink=0.8, label="normalised metric" if normalised else self.metric)
         fig.suptitle(title or f"{self.method} patching: {self.sweep} ({self.direction})", fontsize=10)
         return fig
 

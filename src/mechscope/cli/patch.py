@@ -88,14 +88,17 @@ def run_cmd(clean: str = typer.Option(..., help="Clean prompt."),
 def ioi_cmd(model: str = _MODEL, out_dir: Path = typer.Option(Path("runs/ioi"), help="Run directory."),
             n_patch: int = typer.Option(8, help="Prompts in the patching batch."),
             n_per_template: int = typer.Option(16, help="Prompts per template for accuracy."),
+            n_path_senders: int = typer.Option(20, help="Senders tried in path patching."),
+            n_facts: int = typer.Option(8, help="Factual-recall patching prompts (0 skips)."),
             as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
     """IOI case study: logit diff, accuracy, head roles, backup heads (+ factual recall)."""
     import mechscope
     from mechscope.experiments.ioi import IOIConfig, run
 
-    cfg = IOIConfig(out_dir=str(out_dir), n_patch=n_patch, n_per_template=n_per_template)
+    cfg = IOIConfig(out_dir=str(out_dir), n_patch=n_patch, n_per_template=n_per_template,
+                    n_path_senders=n_path_senders, n_facts=n_facts)
     s = run(cfg, mechscope.load(model))
-    _report(s, as_json, keys=("behaviour", "circuit"))
+    _report(s, as_json, keys=("behaviour", "circuit", "facts"))
 
 
 @app.command("facts")

@@ -132,7 +132,7 @@ def circuit(model: Any, cfg: IOIConfig, out: Path) -> dict[str, Any]:
     # name movers: positive DLA, ranked by DLA; cross-checked with their patching effect
     movers = _heads(dla, cfg.top_k)
     negative = _heads(dla, min(3, cfg.top_k), largest=False)
-    mover_ids = [tuple(map(int, n.split("."))) for n, _ in movers]
+    mover_ids = [(int(n.split(".")[0]), int(n.split(".")[1])) for n, _ in movers]
     # S-inhibition: path patching into the name movers' queries at the end position
     nm_layers = sorted({layer for layer, _ in mover_ids})
     receivers = [Receiver(hook=act_name("q_input", layer), heads=[h for lay, h in mover_ids if lay == layer],

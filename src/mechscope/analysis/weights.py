@@ -72,7 +72,7 @@ def bigram_correlation(model_logits: Tensor, counts: np.ndarray | Tensor, min_co
 def _fold_ln(model: Any, layer: int, w: Tensor) -> Tensor:
     """Multiply the input rows of W_Q/W_K/W_V [heads d_model d_head] by ``ln1.w`` (if the block has one)."""
     ln_w = getattr(model.blocks[layer].ln1, "w", None)
-    return w * ln_w[None, :, None] if ln_w is not None else w
+    return w * ln_w.detach()[None, :, None] if ln_w is not None else w
 
 
 def head_weights(model: Any) -> dict[str, Tensor]:

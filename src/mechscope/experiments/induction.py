@@ -227,10 +227,20 @@ def load_config(out_dir: str | Path) -> InductionConfig:
 
 
 def _load(out: Path, name: str) -> Any:
+    """The final model of ``out/name``, else its latest checkpoint (an interrupted run), else None."""
+    from mechscope.models.config import ModelConfig
     from mechscope.models.transformer import HookedTransformer
+    from mechscope.train import latest_checkpoint, load_weights
 
     final = out / name / "final"
-    return HookedTransformer.load(final).eval() if (final / "model.safetensors").is_file() else None
+    if (final / "model.safetensors").is_file():
+        return HookedTransformer.load(final).eval()
+    if latest_checkpoint(out / name) is None:
+        return None
+    run_cfg = json.loads((out / name / "run.json").read_text())["run_config"]
+    model = HookedTransformer(ModelConfig.from_dict(run_cfg["model"]))
+    load_weights(model, out / name, experiment="induction")
+    return model.eval()
 
 
 def halfway_step(steps: list[int], values: list[float], min_change: float = 0.0) -> int | None:

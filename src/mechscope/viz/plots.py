@@ -63,7 +63,7 @@ def phase_change_plot(steps: Sequence[int], icl: Sequence[float], induction: Seq
         ax.text(marker, 0.95, f" step {marker}", va="top", fontsize=8)
     lines = ax.get_lines() + ax2.get_lines()
     ax.legend(lines, [ln.get_label() for ln in lines], loc="center right", fontsize=8)
-    ax.set_title("Induction-head phase change")
+    ax.set_title("Induction score and in-context-learning score over training")
     return fig
 
 

@@ -35,6 +35,18 @@ def smollm2():
     return mechscope.load("smollm2-135m").eval()
 
 
+@pytest.fixture(scope="session")
+def hf_smollm2_gguf():
+    """transformers' own GGUF loading of the embedded SmolLM2 file (an independent oracle), once per session."""
+    pytest.importorskip("accelerate")
+    transformers = pytest.importorskip("transformers")
+    from mechscope.models.registry import locate_gguf
+
+    path = locate_gguf("smollm2-135m")
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
+
+
 def tiny_cfg(kind: str = "llama", **overrides):
     """Tiny configs of each family shape for fast tests."""
     from mechscope.models.config import AttentionConfig, MLPConfig, ModelConfig, NormConfig, PositionalConfig

@@ -6,24 +6,14 @@ import pytest
 import torch
 
 from mechscope.models.parity import compare_to_hf
-from mechscope.models.registry import locate_gguf
 
 pytestmark = pytest.mark.model
 
 
-@pytest.fixture(scope="module")
-def hf_smollm2():
-    pytest.importorskip("accelerate")
-    transformers = pytest.importorskip("transformers")
-    path = locate_gguf("smollm2-135m")
-    return transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
-
-
-def test_logits_and_activations_equal_transformers_gguf(smollm2, hf_smollm2) -> None:
+def test_logits_and_activations_equal_transformers_gguf(smollm2, hf_smollm2_gguf) -> None:
     tokens = smollm2.tokenizer.to_tokens(["When Mary and John went to the store, John gave a drink to",
                                           "def fibonacci(n):\n    if n <= 1:\n        return n"])[:, :12]
-    report = compare_to_hf(smollm2, hf_smollm2, tokens)
+    report = compare_to_hf(smollm2, hf_smollm2_gguf, tokens)
     assert report.logits_max_abs <= 1e-3, report.to_dict()
     assert len(report.hooks) == 30 * 10
     name, worst = report.worst_hook

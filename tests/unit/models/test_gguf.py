@@ -214,14 +214,10 @@ def test_smollm_config(smollm: GGUFModel) -> None:
 
 
 @pytest.mark.model
-def test_smollm_weights_equal_transformers_gguf_loading(smollm: GGUFModel) -> None:
+def test_smollm_weights_equal_transformers_gguf_loading(smollm: GGUFModel, hf_smollm2_gguf) -> None:
     """Independent oracle: transformers' own GGUF loader (dequantise + reverse permute) on the same file."""
     transformers = pytest.importorskip("transformers")
-    pytest.importorskip("accelerate")
-    path = smollm.path
-    hf = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=torch.float32
-    )
+    hf = hf_smollm2_gguf
     ref = hf.state_dict()
     assert set(smollm.state_dict) <= set(ref)
     assert set(ref) - set(smollm.state_dict) <= {"lm_head.weight"}  # tied: same tensor as the embedding

@@ -17,6 +17,7 @@ phase-change step). ``tour_section`` renders the pictures for the tour (reusing 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,8 @@ def model_config(cfg: InductionConfig, n_layers: int, d_vocab: int) -> Any:
 
 def _corpus(cfg: InductionConfig) -> Any:
     """The corpus (restricted to ``cfg.vocab_size`` if set) and the tokenizer view that decodes its ids."""
-    from mechscope.data.corpus import CorpusConfig, VocabView, load_corpus, load_tokenizer, restrict_vocab
+    from mechscope.data.corpus import CorpusConfig, load_corpus, load_tokenizer
+    from mechscope.data.vocab import VocabView, restrict_vocab
 
     corpus = load_corpus(CorpusConfig(source=cfg.corpus, tokenizer=cfg.tokenizer, seed=cfg.seed))  # type: ignore[arg-type]
     tok = load_tokenizer(cfg.tokenizer)  # type: ignore[arg-type]
@@ -187,9 +189,10 @@ def train(cfg: InductionConfig, out_dir: str | Path, *, progress: bool = True, r
             continue
         model = HookedTransformer(model_config(cfg, n_layers, corpus.d_vocab), seed=cfg.seed)
         if n_layers == 0:
-            for blk in model.blocks:
-                blk.attn.W_O.data.zero_()
-                blk.attn.W_O.requires_grad_(False)
+            for layer in range(model.cfg.n_layers):
+                w_o = model.get_parameter(f"blocks.{layer}.attn.W_O")
+                w_o.data.zero_()
+                w_o.requires_grad_(False)
         tcfg = TrainConfig(steps=steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps, seed=cfg.seed, progress=progress,
                            eval_every=cfg.eval_every if n_layers == 2 else steps,
                            checkpoint_every=cfg.checkpoint_every if n_layers == 2 else None,
@@ -243,7 +246,7 @@ def _load(out: Path, name: str) -> Any:
     return model.eval()
 
 
-def halfway_step(steps: list[int], values: list[float], min_change: float = 0.0) -> int | None:
+def halfway_step(steps: Sequence[float], values: Sequence[float], min_change: float = 0.0) -> int | None:
     """First step at which ``values`` has covered half of its way from the start to its end value.
 
     Robust to noise because the end is the mean of the last 3 values. None when the curve moved less
@@ -257,7 +260,7 @@ def halfway_step(steps: list[int], values: list[float], min_change: float = 0.0)
     mid = (start + end) / 2
     for s, v in zip(steps, values):
         if (end >= start and v >= mid) or (end < start and v <= mid):
-            return s
+            return int(s)
     return None
 
 
@@ -296,7 +299,7 @@ def _trigram_section(m1: Any, tok: Any, filler: int, sep: int) -> dict[str, Any]
              "score": round(t.score, 4), "ov": round(t.ov, 3), "logit_effect": round(float(e), 3)}
             for t, e in zip(tri, eff)]
     cs = copying_scores(m1)
-    return {"skip_trigrams": rows, "skip_trigrams_verified": sum(r["logit_effect"] > 0 for r in rows),
+    return {"skip_trigrams": rows, "skip_trigrams_verified": int((eff > 0).sum()),
             "copying_heads": rank_heads(cs.eig_ratio, m1.cfg.n_heads)}
 
 

@@ -107,7 +107,7 @@ def smollm2_view(model: Any, ranked: dict[str, Any], half_len: int = 20) -> str:
 def summary_html(result: dict[str, Any], images: dict[str, Path] | None = None) -> str:
     """HTML body for an ``analyze`` result: headline numbers, tables, embedded pictures."""
     parts = []
-    head = {k: result[k] for k in ("bigram_corr", "icl_score_final", "induction_score_final", "phase_change_step",
+    head: dict[str, Any] = {k: result[k] for k in ("bigram_corr", "icl_score_final", "induction_score_final", "phase_change_step",
                                    "icl_halfway_step", "skip_trigrams_verified") if k in result}
     if head:
         parts.append(table_html([head]))

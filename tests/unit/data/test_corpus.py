@@ -80,3 +80,20 @@ def test_config_validation() -> None:
         CorpusConfig(val_fraction=1.0)
     with pytest.raises(ConfigError, match="tokenizer"):
         CorpusConfig(tokenizer="gpt2")  # type: ignore[arg-type]
+
+
+def test_restrict_vocab_keeps_frequent_tokens(tmp_path: Path) -> None:
+    from mechscope.data.vocab import VocabView, restrict_vocab
+    from mechscope.tokens import Tokenizer
+
+    corpus = load_corpus(CorpusConfig(source=str(_write_docs(tmp_path)), val_fraction=0.2, cache_dir=str(tmp_path)))
+    small, kept = restrict_vocab(corpus, 10)
+    orig, new = np.asarray(corpus.train.tokens).astype(np.int64), np.asarray(small.train.tokens).astype(np.int64)
+    freq = np.bincount(orig, minlength=257)
+    assert small.d_vocab == 10 and new.max() == 9 and kept[small.train.separator] == 256
+    # kept tokens map back exactly; everything else is the OOV id 9
+    is_kept = np.isin(orig, kept)
+    assert np.array_equal(kept[new[is_kept]], orig[is_kept]) and (new[~is_kept] == 9).all()
+    assert freq[kept[1:]].min() >= np.delete(freq, kept).max()  # the most frequent ones (after the separator)
+    view = VocabView(Tokenizer.bytes(), kept)
+    assert view.to_string([int(np.where(kept == ord("e"))[0][0]), 9]) == "e<oov>"

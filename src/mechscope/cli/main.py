@@ -17,6 +17,7 @@ app = typer.Typer(help="mechscope: mechanistic interpretability on a CPU.", no_a
 # (group name, module) — modules expose `app` (a Typer group) or `register(app)` for top-level commands
 _GROUPS: list[tuple[str, str]] = [
     ("", "mechscope.cli.core"),
+    ("", "mechscope.cli.heads"),
     ("superposition", "mechscope.cli.superposition"),
     ("grokking", "mechscope.cli.grokking"),
     ("induction", "mechscope.cli.induction"),

@@ -8,7 +8,8 @@ Workloads
 * SmolLM2-135M (mechscope only; TransformerLens cannot build it offline): resid_pre sweep and head sweep on
   one IOI prompt.
 
-Usage: ``python benchmarks/patching.py [--threads 2] [--repeats 3] [--skip-tl] [--skip-smollm]``
+Usage: ``python benchmarks/patching.py [--threads 2] [--repeats 3] [--skip-tl] [--skip-smollm]
+[--sweeps resid_pre,z_by_pos]``
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import json, sys, time, statistics, torch
 from safetensors.torch import load_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig, patching
 threads, repeats, wpath, tpath = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+wanted = sys.argv[5].split(",")
 torch.set_num_threads(threads)
 cfg = HookedTransformerConfig(n_layers=4, d_model=512, n_heads=8, d_head=64, d_mlp=2048, d_vocab=8192, n_ctx=128,
                               act_fn="gelu_new", normalization_type="LN", positional_embedding_type="standard",
@@ -49,6 +51,8 @@ _, cache = model.run_with_cache(clean)
 out = {"missing_keys": [k for k in missing.missing_keys if not k.endswith(("IGNORE", "mask"))]}
 for name, fn in (("resid_pre", patching.get_act_patch_resid_pre),
                  ("z_by_pos", patching.get_act_patch_attn_head_out_by_pos)):
+    if name not in wanted:
+        continue
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -79,7 +83,7 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
-def bench_gpt2(threads: int, repeats: int, skip_tl: bool) -> dict:
+def bench_gpt2(threads: int, repeats: int, skip_tl: bool, sweeps: list[str]) -> dict:
     from mechscope.interventions.patching import patch_sweep
     from mechscope.metrics import LogitDiff
 
@@ -92,19 +96,20 @@ def bench_gpt2(threads: int, repeats: int, skip_tl: bool) -> dict:
     answer, wrong = torch.tensor([7]), torch.tensor([11])
     metric = LogitDiff(answer, wrong)
     out: dict = {"workload": "random GPT-2-shaped, 4 layers d_model 512, 1 prompt x 32 tokens"}
-    for sweep in ("resid_pre", "z_by_pos"):
+    for sweep in sweeps:
         sec, res = timed(lambda s=sweep: patch_sweep(model, clean, corrupted, metric, s), repeats)
         out[sweep] = {"mechscope_seconds": round(sec, 4), "patches": res.values.numel(),  # type: ignore[attr-defined]
                       "mechscope_ms_per_patch": round(1000 * sec / res.values.numel(), 3)}  # type: ignore[attr-defined]
         out[sweep]["_values"] = res.values  # type: ignore[attr-defined]
     if not skip_tl and PEER_PY.exists():
-        out.update(_run_tl(model, clean, corrupted, answer, wrong, threads, repeats, out))
-    for sweep in ("resid_pre", "z_by_pos"):
+        out.update(_run_tl(model, clean, corrupted, answer, wrong, threads, repeats, out, sweeps))
+    for sweep in sweeps:
         out[sweep].pop("_values")
     return out
 
 
-def _run_tl(model, clean, corrupted, answer, wrong, threads: int, repeats: int, out: dict) -> dict:
+def _run_tl(model, clean, corrupted, answer, wrong, threads: int, repeats: int, out: dict,
+            sweeps: list[str]) -> dict:
     from safetensors.torch import save_file
 
     with tempfile.TemporaryDirectory() as d:
@@ -113,13 +118,14 @@ def _run_tl(model, clean, corrupted, answer, wrong, threads: int, repeats: int, 
         save_file({"clean": clean, "corrupted": corrupted, "answer": answer, "wrong": wrong}, t)
         script = os.path.join(d, "tl.py")
         Path(script).write_text(TL_SCRIPT)
-        proc = subprocess.run([str(PEER_PY), script, str(threads), str(repeats), w, t], capture_output=True,
+        proc = subprocess.run([str(PEER_PY), script, str(threads), str(repeats), w, t, ",".join(sweeps)],
+                              capture_output=True,
                               text=True, timeout=3600)
     if proc.returncode != 0:
         return {"transformer_lens_error": proc.stderr[-2000:]}
     tl = json.loads(proc.stdout.strip().splitlines()[-1])
     extra: dict = {"transformer_lens_missing_keys": tl["missing_keys"]}
-    for sweep in ("resid_pre", "z_by_pos"):
+    for sweep in sweeps:
         tl_vals = torch.tensor(tl[sweep]["values"])
         ours = out[sweep]["_values"]
         out[sweep]["transformer_lens_seconds"] = round(tl[sweep]["seconds"], 4)
@@ -139,9 +145,8 @@ def bench_smollm(repeats: int) -> dict:
     p = ioi_pairs(model.tokenizer, 1, order="ABBA")
     out: dict = {"workload": f"SmolLM2-135M, 1 IOI prompt x {p.clean.shape[1]} tokens", "load_seconds": round(load_s, 1)}
     with torch.inference_mode():
-        t0 = time.perf_counter()
-        model(p.corrupted)
-        fwd = time.perf_counter() - t0
+        model(p.corrupted)  # warm-up
+        fwd, _ = timed(lambda: model(p.corrupted), 5)
     out["one_forward_seconds"] = round(fwd, 4)
     for sweep in ("resid_pre", "z"):
         sec, res = timed(lambda s=sweep: patch_sweep(model, p.clean, p.corrupted, p.metric(), s), repeats)
@@ -157,11 +162,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-tl", action="store_true")
     ap.add_argument("--skip-smollm", action="store_true")
+    ap.add_argument("--sweeps", default="resid_pre,z_by_pos", help="GPT-2-shaped sweeps: resid_pre,z_by_pos")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     report = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": args.threads,
                           "torch": torch.__version__, "python": sys.version.split()[0]}, "repeats": args.repeats,
-              "gpt2_shaped": bench_gpt2(args.threads, args.repeats, args.skip_tl)}
+              "load_average": os.getloadavg(),
+              "gpt2_shaped": bench_gpt2(args.threads, args.repeats, args.skip_tl, args.sweeps.split(","))}
     if not args.skip_smollm:
         report["smollm2"] = bench_smollm(args.repeats)
     print(json.dumps(report, indent=1))

@@ -61,11 +61,10 @@ class FactoredMatrix:
         if A.shape[-1] != B.shape[-2]:
             raise ShapeError(f"FactoredMatrix: A's last dim ({A.shape[-1]}) must equal B's second-to-last "
                              f"({B.shape[-2]}); got A {tuple(A.shape)}, B {tuple(B.shape)}")
-        try:
-            batch = torch.broadcast_shapes(A.shape[:-2], B.shape[:-2])
-        except RuntimeError as e:
+        batch = _broadcast(tuple(A.shape[:-2]), tuple(B.shape[:-2]))
+        if batch is None:
             raise ShapeError(f"FactoredMatrix: leading dims of A {tuple(A.shape[:-2])} and B "
-                             f"{tuple(B.shape[:-2])} do not broadcast") from e
+                             f"{tuple(B.shape[:-2])} do not broadcast")
         self.A, self.B = A, B
         self.ldim, self.mdim, self.rdim = A.shape[-2], A.shape[-1], B.shape[-1]
         self.batch_shape = batch
@@ -254,3 +253,16 @@ def QK_circuit(model: HookedTransformer, layer: int | None = None) -> FactoredMa
     """
     W_E = model.W_E.detach()
     return (W_E @ W_QK(model, layer)) @ W_E.T
+
+
+def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> torch.Size | None:
+    """Broadcast two shapes (None if incompatible); plain Python because ``torch.broadcast_shapes``
+    imports sympy on first use (~5 s)."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
+    out = []
+    for x, y in zip(a, b):
+        if x != y and 1 not in (x, y):
+            return None
+        out.append(y if x == 1 else x)
+    return torch.Size(out)

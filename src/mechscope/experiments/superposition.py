@@ -78,9 +78,9 @@ class SuperpositionExperimentConfig:
     @classmethod
     def quick(cls, seed: int = 0) -> SuperpositionExperimentConfig:
         """Tour-sized sweeps (seconds, not minutes); coarser but the same shapes of result."""
-        fast = ToyTrainConfig(steps=800, lr=1e-2, batch_size=256, progress=False)
+        fast = ToyTrainConfig(steps=600, lr=1e-2, batch_size=256, progress=False)
         return cls(intro_sparsities=(0.0, 0.9, 0.99), intro_train=fast, phase_grid=8, phase_train=fast,
-                   geom_n_features=40, geom_d_hidden=8, geom_points=8, geom_max_inv_density=100.0,
+                   geom_n_features=30, geom_d_hidden=6, geom_points=8, geom_max_inv_density=100.0,
                    geom_train=fast, polytope_train=fast, and_task=AndTaskConfig(n_vars=6, widths=(2, 4, 8, 15), seeds_per_width=1,
                                                            steps=800, progress=False),
                    dictionary=None, seed=seed)
@@ -235,7 +235,8 @@ def tour_section(out_dir: Path) -> Section:
     from mechscope.toy.report import section_html
 
     cfg = SuperpositionExperimentConfig.quick()
-    res = run(cfg, Path(out_dir))
-    return Section(title="Toy models of superposition", body=section_html(res, cfg), anchor="superposition",
+    res = run(cfg)  # pictures are rendered once, below, for both the HTML and out_dir
+    return Section(title="Toy models of superposition", body=section_html(res, cfg, Path(out_dir)),
+                   anchor="superposition",
                    notes=[f"Quick configuration; sweep times (s): {res.seconds}. Full run: "
                           "`mechscope superposition run --out DIR`; recorded figures in docs/superposition.md."])

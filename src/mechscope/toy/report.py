@@ -5,13 +5,14 @@ Kept apart from the experiment so the sweep code stays short; imported lazily (m
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mechscope.toy import plots
-from mechscope.viz.report import esc, figure_html, save_figure, table_html
+from mechscope.viz.report import esc, figure_png, save_figure, table_html
 
 if TYPE_CHECKING:
     from mechscope.experiments.superposition import SuperpositionExperimentConfig, SuperpositionResult
@@ -53,28 +54,39 @@ def save_figures(res: SuperpositionResult, cfg: SuperpositionExperimentConfig, o
     return {name: save_figure(fig, out_dir / f"{name}.png") for name, fig in build_figures(res, cfg).items()}
 
 
-def section_html(res: SuperpositionResult, cfg: SuperpositionExperimentConfig) -> str:
-    """HTML body for the report: short explanations, tables and embedded pictures."""
-    figs = build_figures(res, cfg)
+def section_html(res: SuperpositionResult, cfg: SuperpositionExperimentConfig, out_dir: Path | None = None) -> str:
+    """HTML body for the report: short explanations, tables and embedded pictures.
+
+    Each picture is rendered once; with ``out_dir`` the same PNG bytes are also written there.
+    """
+    pngs = {name: figure_png(fig) for name, fig in build_figures(res, cfg).items()}
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, data in pngs.items():
+            (out_dir / f"{name}.png").write_bytes(data)
+
+    def figure_html(name: str, alt: str) -> str:
+        return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(pngs[name]).decode()}"/>'
+
     s = res.summary()
     rep = ", ".join(f"S={k}: {v}" for k, v in s["features_represented_per_sparsity"].items())
     plateaus = ", ".join(f"{p['fraction']} ({p['points']} pts)" for p in s["dimensions_per_feature"]["plateaus"])
     parts = [
         "<p>ReLU-output toy model x → h = xW → ReLU(hWᵀ + b), many instances trained in one batched "
         "program. Sparser inputs let the model store more features than dimensions.</p>",
-        f"<p><b>Features represented (n=20, m=5):</b> {esc(rep)}</p>", figure_html(figs["intro_norms"], "norms"),
-        "<p><b>n=2, m=1 phase diagram</b> (one batched run).</p>", figure_html(figs["phase_diagram"], "phase"),
+        f"<p><b>Features represented (n=20, m=5):</b> {esc(rep)}</p>", figure_html("intro_norms", "norms"),
+        "<p><b>n=2, m=1 phase diagram</b> (one batched run).</p>", figure_html("phase_diagram", "phase"),
         f"<p><b>Dimensions per feature</b>; plateaus found: {esc(plateaus or 'none')}.</p>",
-        figure_html(figs["dimensionality"], "dimensionality"),
+        figure_html("dimensionality", "dimensionality"),
         "<p><b>Polytopes</b>: antipodal pair and the n=5, m=2 model as sparsity rises.</p>",
-        figure_html(figs["polytopes"], "polytopes"),
+        figure_html("polytopes", "polytopes"),
         f"<p><b>Computation in superposition</b>: {cfg.and_task.n_vars} binary variables, at most two on, "
         f"{cfg.and_task.n_ands} pairwise ANDs from one ReLU layer (best restart per width).</p>",
     ]
     for obj, b in res.and_task["blocks"].items():
         parts.append(f"<p>objective <code>{esc(obj)}</code></p>" + table_html(b["rows"]))
-    parts += [figure_html(figs["and_accuracy"], "and accuracy"), figure_html(figs["and_weights_mse"], "weights"),
-              figure_html(figs["and_weights_bce"], "weights")]
+    parts += [figure_html("and_accuracy", "and accuracy"), figure_html("and_weights_mse", "weights"),
+              figure_html("and_weights_bce", "weights")]
     dc = res.dictionary
     if dc is not None:
         rows = [{"SAE": name, "mean max cosine": dc[name]["mean_max_cosine"], "FVU": dc[name]["fvu"]}

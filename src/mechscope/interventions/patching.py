@@ -31,7 +31,6 @@ from mechscope.errors import ConfigError, ShapeError
 from mechscope.hooks.names import act_name, registered_axes
 from mechscope.interventions.result import SweepResult
 from mechscope.models.components.attention import KVCache
-from mechscope.models.components.rotary import rotary_cos_sin
 
 Readout = int | Tensor
 MetricFn = Callable[[Tensor], Tensor]
@@ -93,22 +92,12 @@ def check_pair(clean: Tensor, corrupted: Tensor) -> None:
 
 # -- running part of a model --------------------------------------------------------------------------
 def forward_from(model: Any, resid: Tensor, layer: int, past: KVCache | None = None) -> Tensor:
-    """Run blocks ``layer..L-1`` on ``resid`` [batch pos d_model] -> final resid.
+    """Run blocks ``layer..L-1`` on ``resid`` [batch pos d_model] -> final resid (see ``model.run_blocks``).
 
     Without ``past`` the positions start at 0; with ``past`` (keys/values of the earlier positions for every
     layer from ``layer`` on) ``resid`` holds the later positions only.
     """
-    cfg = model.cfg
-    rotary = None
-    offset = 0 if past is None else int(past.keys[layer].shape[2])  # type: ignore[union-attr]
-    if cfg.positional.kind == "rotary":
-        b, p = resid.shape[:2]
-        pos = torch.arange(offset, offset + p, device=resid.device).expand(b, p)
-        rotary = rotary_cos_sin(pos, cfg.positional.rotary_dim or cfg.d_head, cfg.positional.rotary_base,
-                                resid.dtype)
-    for block in model.blocks[layer:]:
-        resid = block(resid, rotary=rotary, mask=None, cache=past)
-    return resid
+    return model.run_blocks(resid, layer, past_kv=past)
 
 
 def base_kv(model: Any, tokens: Tensor) -> KVCache:

@@ -89,16 +89,38 @@ class HookedTransformer(HookedModule):
         x = self.hook_embed(self.embed(tokens))
         if self.cfg.positional.kind == "learned":
             x = x + self.hook_pos_embed(self.pos_embed(positions))
+        n_run = self.cfg.n_layers if stop_at_layer is None else self._check_stop(stop_at_layer)
+        x = self._run_blocks(x, 0, n_run, positions=positions, mask=mask, past_kv=past_kv)
+        if stop_at_layer is not None:
+            return x
+        return self.unembed(self.ln_final(x))
+
+    def run_blocks(self, resid: Tensor, start_layer: int, stop_layer: int | None = None, *,
+                   past_kv: KVCache | None = None) -> Tensor:
+        """Run blocks ``start_layer .. stop_layer-1`` on a residual stream [batch pos d_model].
+
+        Used to resume a forward pass from a (patched) residual without re-running earlier layers. With
+        ``past_kv`` holding earlier positions' keys/values for layers ``start_layer..``, ``resid`` holds
+        only the later positions, which continue the cached ones (plain causal attention, no padding).
+        """
+        stop = self.cfg.n_layers if stop_layer is None else self._check_stop(stop_layer)
+        if not 0 <= start_layer <= stop:
+            raise ConfigError(f"start_layer must be in [0, {stop}], got {start_layer}")
+        b, p = resid.shape[:2]
+        past = past_kv.keys[start_layer] if past_kv is not None and start_layer < stop else None
+        offset = 0 if past is None else int(past.shape[2])
+        positions = torch.arange(offset, offset + p, device=resid.device).expand(b, p)
+        return self._run_blocks(resid, start_layer, stop, positions=positions, mask=None, past_kv=past_kv)
+
+    def _run_blocks(self, x: Tensor, start: int, stop: int, *, positions: Tensor, mask: Tensor | None,
+                    past_kv: KVCache | None) -> Tensor:
         rotary = None
         if self.cfg.positional.kind == "rotary":
             rd = self.cfg.positional.rotary_dim or self.cfg.d_head
             rotary = rotary_cos_sin(positions, rd, self.cfg.positional.rotary_base, x.dtype)
-        n_run = self.cfg.n_layers if stop_at_layer is None else self._check_stop(stop_at_layer)
-        for block in self.blocks[:n_run]:
+        for block in self.blocks[start:stop]:
             x = block(x, rotary=rotary, mask=mask, cache=past_kv)
-        if stop_at_layer is not None:
-            return x
-        return self.unembed(self.ln_final(x))
+        return x
 
     def _check_stop(self, layer: int) -> int:
         if not 0 <= layer <= self.cfg.n_layers:

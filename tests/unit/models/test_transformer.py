@@ -141,3 +141,22 @@ def test_corrupted_or_missing_files_are_clear(tmp_path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelFileError, match="wrong shapes"):
         HookedTransformer.load(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "neox"])
+def test_run_blocks_resumes_a_forward_pass(kind: str) -> None:
+    from mechscope.models.components.attention import KVCache
+
+    model = tiny_model(kind)
+    tokens = torch.randint(0, 50, (2, 9))
+    with torch.no_grad():
+        full = model(tokens, stop_at_layer=2)
+        mid = model(tokens, stop_at_layer=1)
+        assert torch.allclose(model.run_blocks(mid, 1), full, atol=1e-6)
+        # later positions only, continuing a cache of the first 5 positions
+        kv = KVCache(model.cfg.n_layers)
+        model(tokens[:, :5], past_kv=kv)
+        rest = model.run_blocks(mid[:, 5:], 1, past_kv=kv)
+        assert torch.allclose(rest, full[:, 5:], atol=1e-5)
+    with pytest.raises(ConfigError, match="start_layer"):
+        model.run_blocks(mid, 3)

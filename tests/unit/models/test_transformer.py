@@ -160,3 +160,16 @@ def test_run_blocks_resumes_a_forward_pass(kind: str) -> None:
         assert torch.allclose(rest, full[:, 5:], atol=1e-5)
     with pytest.raises(ConfigError, match="start_layer"):
         model.run_blocks(mid, 3)
+
+
+def test_fused_qkv_cache_sees_in_place_weight_edits() -> None:
+    model = tiny_model("llama")
+    tokens = torch.randint(0, 50, (1, 6))
+    with torch.no_grad():
+        before = model(tokens)
+        model.blocks[0].attn.W_K.mul_(2.0)
+        after = model(tokens)
+        fresh = HookedTransformer(model.cfg)
+        fresh.load_state_dict(model.state_dict())
+        assert not torch.allclose(before, after)
+        assert torch.allclose(after, fresh(tokens), atol=1e-6)

@@ -74,6 +74,7 @@ class Attention(nn.Module):
         self.b_V = nn.Parameter(torch.zeros(kv, e)) if a.qkv_bias else None
         self.b_O = nn.Parameter(torch.zeros(d)) if a.out_bias else None
         self.is_rotary = cfg.positional.kind == "rotary"
+        self._qkv_cache: tuple[tuple, Tensor] | None = None
         names = ["q", "k", "v", "attn_scores", "pattern", "z", "result"] + (["rot_q", "rot_k"] if self.is_rotary else [])
         for name in names:  # only hook points that exist for this architecture
             setattr(self, f"hook_{name}", HookPoint())
@@ -84,10 +85,7 @@ class Attention(nn.Module):
         b, p = x_q.shape[:2]
         h, kv, e = self.n_heads, self.n_kv_heads, self.d_head
         if x_q.dim() == 3 and x_q is x_k and x_k is x_v:
-            d = x_q.shape[-1]
-            w = torch.cat([self.W_Q.permute(1, 0, 2).reshape(d, h * e), self.W_K.permute(1, 0, 2).reshape(d, kv * e),
-                           self.W_V.permute(1, 0, 2).reshape(d, kv * e)], dim=1)
-            qkv = x_q @ w
+            qkv = x_q @ self._fused_qkv()
             q, k, v = qkv.split([h * e, kv * e, kv * e], dim=-1)
             q, k, v = q.view(b, p, h, e), k.view(b, p, kv, e), v.view(b, p, kv, e)
         else:
@@ -97,6 +95,23 @@ class Attention(nn.Module):
         if self.b_Q is not None:
             q, k, v = q + self.b_Q, k + self.b_K, v + self.b_V
         return q, k, v
+
+    def _fused_qkv(self) -> Tensor:
+        """[d_model (n_heads + 2 n_kv_heads) d_head]: one matmul for Q, K and V.
+
+        Outside autograd the fused copy is cached and rebuilt only when a weight changes (its version
+        counter or storage), which matters for token-by-token generation.
+        """
+        ws = (self.W_Q, self.W_K, self.W_V)
+        d = self.W_Q.shape[1]
+        if torch.is_grad_enabled() and any(w.requires_grad for w in ws):
+            return torch.cat([w.permute(1, 0, 2).reshape(d, -1) for w in ws], dim=1)
+        key = tuple((w.data_ptr(), w._version, w.dtype, w.device) for w in ws)
+        if self._qkv_cache is None or self._qkv_cache[0] != key:
+            with torch.no_grad():
+                fused = torch.cat([w.permute(1, 0, 2).reshape(d, -1) for w in ws], dim=1)
+            self._qkv_cache = (key, fused)
+        return self._qkv_cache[1]
 
     def forward(self, x_q: Tensor, x_k: Tensor, x_v: Tensor, *, rotary: tuple[Tensor, Tensor] | None = None,
                 mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:

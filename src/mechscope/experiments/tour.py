@@ -171,7 +171,7 @@ def run_tour(out_dir: str | Path = "out/tour", *, quick: bool = False, model: An
     result = TourResult(path=out / "index.html", seconds=0.0)
     sections: list[Section] = []
     steps: list[tuple[str, Callable[[], Section | None]]] = [(n, partial(f, model)) for n, f in CORE]
-    steps += [(m.rsplit(".", 1)[-1], partial(_extra, m, out, model))
+    steps += [("case study: " + m.rsplit(".", 1)[-1], partial(_extra, m, out, model))
               for m in (EXTRA_SECTIONS if extra is None else extra)]
     for i, (name, step) in enumerate(steps, 1):
         _log(f"[tour] ({i}/{len(steps)}) {name} ...")

@@ -34,7 +34,6 @@ test-slow: setup
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
 
 typecheck: setup
 	$(BIN)/mypy src/mechscope

@@ -58,6 +58,6 @@ def unknown_hook(name: str, candidates: Iterable[str]) -> HookNameError:
     )
 
 
-def shape_error(what: str, expected: object, got: object) -> ShapeError:
+def shape_error(what: str, expected: object, got: Iterable[int] | str) -> ShapeError:
     """Build a shape error naming the tensor, the expected and the actual shape."""
-    return ShapeError(f"{what}: expected shape {expected}, got {tuple(got) if not isinstance(got, str) else got}")
+    return ShapeError(f"{what}: expected shape {expected}, got {got if isinstance(got, str) else tuple(got)}")

@@ -20,6 +20,7 @@ def train_cmd(
     vocab_size: int | None = typer.Option(None, "--vocab-size", help="Keep the N-1 most frequent tokens + OOV "
                                           "(e.g. 4096 with --tokenizer smollm2)."),
     positional: str = typer.Option("learned", "--positional", help="learned (exact circuits) or rotary."),
+    norm: str = typer.Option("none", "--norm", help="none (exact circuits) or layernorm (pre-norm)."),
     steps: int = typer.Option(1500, "--steps", help="Updates of the two-layer model."),
     eval_every: int = typer.Option(25, "--eval-every", help="Evaluate ICL/induction scores every N updates."),
     checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Keep weights every N updates."),
@@ -29,6 +30,12 @@ def train_cmd(
     n_ctx: int = typer.Option(256, "--n-ctx", help="Context length."),
     batch_size: int = typer.Option(8, "--batch-size", help="Sequences per update."),
     lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate."),
+    warmup_steps: int = typer.Option(50, "--warmup-steps", help="Linear learning-rate warm-up updates."),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", help="AdamW weight decay."),
+    repeat_frac: float = typer.Option(0.0, "--repeat-frac", help="Fraction of two-layer training sequences whose "
+                                      "second half repeats their first (0: the corpus as is)."),
+    stop_at_induction: float | None = typer.Option(None, "--stop-at-induction", help="Stop the two-layer model "
+                                                   "once its induction score is >= this and has plateaued."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights, batches and the corpus split."),
     only: str = typer.Option("zero_layer,one_layer,two_layer", "--only", help="Comma-separated models to train."),
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs from their latest checkpoints."),
@@ -49,7 +56,8 @@ def train_cmd(
         raise typer.BadParameter(f"--only accepts zero_layer, one_layer, two_layer; got {bad}")
     try:
         cfg = InductionConfig(corpus=corpus, tokenizer=tokenizer, vocab_size=vocab_size, positional=positional,
-                              steps=steps, d_model=d_model, n_heads=n_heads, d_head=d_head, n_ctx=n_ctx,
+                              norm=norm, warmup_steps=warmup_steps, weight_decay=weight_decay,
+                              repeat_frac=repeat_frac, stop_at_induction=stop_at_induction, steps=steps, d_model=d_model, n_heads=n_heads, d_head=d_head, n_ctx=n_ctx,
                               batch_size=batch_size, lr=lr, seed=seed, eval_every=eval_every,
                               checkpoint_every=checkpoint_every)
         summary = train(cfg, out, progress=not no_progress, resume=resume, only=names)

@@ -60,7 +60,12 @@ class InductionConfig:
     batch_size: int = 8
     """Sequences per update."""
     steps: int = 1500
-    """Updates of the two-layer model."""
+    """Updates of the two-layer model (at most: see ``stop_at_induction``)."""
+    stop_at_induction: float | None = None
+    """Stop the two-layer model early once its best induction score is >= this at ``plateau_evals``
+    consecutive evaluations that differ by < 0.03 (formed and plateaued); None trains all ``steps``."""
+    plateau_evals: int = 4
+    """Consecutive evaluations the plateau test looks at."""
     one_layer_steps: int = 400
     """Updates of the one-layer model."""
     zero_layer_steps: int = 300
@@ -73,12 +78,18 @@ class InductionConfig:
     """Evaluate ICL and induction scores of the two-layer model every N updates."""
     checkpoint_every: int = 100
     """Keep a weights checkpoint every N updates (for the phase-change analysis)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    repeat_frac: float = 0.0
+    """Fraction of each two-layer batch's sequences whose second half repeats their first half (a real
+    corpus span shown twice): a curriculum that makes in-context copying pay from the first step. 0 trains
+    on the corpus as is."""
     seed: int = 0
     """Seeds weights, batches and the corpus split."""
 
     def __post_init__(self) -> None:
         for name in ("n_ctx", "d_model", "n_heads", "d_head", "batch_size", "steps", "one_layer_steps",
-                     "zero_layer_steps", "eval_every", "checkpoint_every"):
+                     "zero_layer_steps", "eval_every", "checkpoint_every", "plateau_evals"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"InductionConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.n_ctx <= ICL_EARLY[1] + 10:
@@ -93,6 +104,12 @@ class InductionConfig:
             raise ConfigError(f"InductionConfig.norm must be 'none' or 'layernorm', got {self.norm!r}")
         if self.lr <= 0:
             raise ConfigError(f"InductionConfig.lr must be > 0, got {self.lr}")
+        if self.stop_at_induction is not None and not 0 < self.stop_at_induction <= 1:
+            raise ConfigError(f"InductionConfig.stop_at_induction must be in (0, 1] or None, got {self.stop_at_induction}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"InductionConfig.weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.repeat_frac <= 1.0:
+            raise ConfigError(f"InductionConfig.repeat_frac must be in [0, 1], got {self.repeat_frac}")
 
 
 def model_config(cfg: InductionConfig, n_layers: int, d_vocab: int) -> Any:
@@ -135,6 +152,36 @@ def icl_score(losses: torch.Tensor) -> float:
 def probe_range(tokenizer: str, d_vocab: int) -> tuple[int, int]:
     """Token ids used for the repeated-random-token probe (printable bytes, or ordinary BPE ids)."""
     return PRINTABLE if tokenizer == "bytes" else (16, d_vocab - 1)  # skip the commonest ids and OOV
+
+
+class RepeatedBatches:
+    """A corpus batch source whose first ``round(frac · batch)`` rows are a corpus span repeated twice.
+
+    Row ``[x_0 … x_n]`` becomes ``[x_0 … x_{h-1}, x_0 … x_{n-h}]`` with ``h = ⌈(n+1)/2⌉``: real text, so the
+    first half teaches the usual statistics and the second half rewards copying from context. Its state is
+    the wrapped source's (batches are a pure function of it), so resuming stays exact.
+    """
+
+    def __init__(self, base: Any, frac: float) -> None:
+        self.base, self.frac = base, frac
+
+    def next_batch(self) -> torch.Tensor:
+        """Tokens [batch seq_len+1] of the next update."""
+        batch = self.base.next_batch()
+        n_rep, length = round(self.frac * batch.shape[0]), batch.shape[1]
+        if n_rep:
+            half = (length + 1) // 2
+            rows = batch[:n_rep]
+            batch = torch.cat([torch.cat([rows[:, :half], rows[:, :length - half]], dim=1), batch[n_rep:]])
+        return batch
+
+    def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """The wrapped source's state."""
+        return self.base.state()
+
+    def load_state(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        """Restore the wrapped source's state."""
+        self.base.load_state(meta, tensors)
 
 
 def _lm_loss(model: Any, batch: torch.Tensor) -> torch.Tensor:
@@ -193,23 +240,42 @@ def train(cfg: InductionConfig, out_dir: str | Path, *, progress: bool = True, r
                 w_o = model.get_parameter(f"blocks.{layer}.attn.W_O")
                 w_o.data.zero_()
                 w_o.requires_grad_(False)
+        data = CorpusBatches(corpus.train, cfg.batch_size, cfg.n_ctx, seed=cfg.seed)
         tcfg = TrainConfig(steps=steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps, seed=cfg.seed, progress=progress,
+                           weight_decay=cfg.weight_decay,
                            eval_every=cfg.eval_every if n_layers == 2 else steps,
                            checkpoint_every=cfg.checkpoint_every if n_layers == 2 else None,
                            keep_optimizer_state=2, log_every=10)
         res = run_training(model, _zero_layer_loss if n_layers == 0 else _lm_loss,
-                           CorpusBatches(corpus.train, cfg.batch_size, cfg.n_ctx, seed=cfg.seed), tcfg, run_dir,
+                           RepeatedBatches(data, cfg.repeat_frac) if n_layers == 2 else data, tcfg, run_dir,
                            callbacks=[_evaluator(cfg, val, corpus.d_vocab)], experiment="induction",
                            run_config={"model": model.cfg.to_dict(), "induction": _identity(cfg), "name": name},
-                           resume=resume and (run_dir / "checkpoints").is_dir())
+                           resume=resume and (run_dir / "checkpoints").is_dir(),
+                           stop=_plateau_stop(cfg) if n_layers == 2 else None)
         model.save(run_dir / "final")
         summary[name] = {"steps": res.step, "wall_seconds": round(res.wall_seconds, 1), **res.last}
     return summary
 
 
+def _plateau_stop(cfg: InductionConfig) -> Any:
+    """``stop(record)`` for the trainer: True once the induction score has formed and plateaued."""
+    seen: list[float] = []
+
+    def stop(record: dict[str, Any]) -> bool:
+        if cfg.stop_at_induction is None or "induction_best" not in record:
+            return False
+        seen.append(float(record["induction_best"]))
+        last = seen[-cfg.plateau_evals:]
+        return (len(last) == cfg.plateau_evals and min(last) >= cfg.stop_at_induction
+                and max(last) - min(last) < 0.03)
+
+    return stop
+
+
 def _identity(cfg: InductionConfig) -> dict[str, Any]:
-    """The settings a resumed run must share (step counts may grow: resume with more ``--steps``)."""
-    return {k: v for k, v in asdict(cfg).items() if not k.endswith("steps")}
+    """The settings a resumed run must share (step counts and the early stop may change on resume)."""
+    return {k: v for k, v in asdict(cfg).items()
+            if not k.endswith("steps") and k not in ("stop_at_induction", "plateau_evals")}
 
 
 def _finished(run_dir: Path, steps: int) -> bool:

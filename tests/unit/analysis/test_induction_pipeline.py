@@ -39,3 +39,41 @@ def test_halfway_step_and_config_checks() -> None:
     assert halfway_step([0, 1, 2, 3], [0.0, 0.01, 0.02, 0.01], min_change=0.1) is None
     with pytest.raises(ConfigError, match="n_ctx"):
         InductionConfig(n_ctx=32)
+
+
+def test_repeated_batches_and_plateau_stop() -> None:
+    import torch
+
+    from mechscope.experiments.induction import RepeatedBatches, _plateau_stop
+
+    class Counter:
+        """A batch source whose rows are 0..8 offset by row index (so repeats are recognisable)."""
+
+        def __init__(self) -> None:
+            self.step = 0
+
+        def next_batch(self) -> torch.Tensor:
+            self.step += 1
+            return torch.arange(9)[None, :] + 100 * torch.arange(4)[:, None]
+
+        def state(self) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
+            return {"step": self.step}, {}
+
+        def load_state(self, meta: dict[str, int], tensors: dict[str, torch.Tensor]) -> None:
+            self.step = meta["step"]
+
+    src = RepeatedBatches(Counter(), 0.5)
+    b = src.next_batch()
+    assert b.shape == (4, 9)
+    assert b[0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3]  # first half (5 tokens) then its first 4 again
+    assert b[1].tolist() == [100, 101, 102, 103, 104, 100, 101, 102, 103]
+    assert b[2].tolist() == list(range(200, 209))  # untouched rows
+    assert src.state()[0] == {"step": 1}
+    stop = _plateau_stop(InductionConfig(stop_at_induction=0.5, plateau_evals=3))
+    assert [stop({"induction_best": v}) for v in (0.1, 0.6, 0.61, 0.3, 0.6, 0.62, 0.61)] == \
+        [False, False, False, False, False, False, True]
+    assert not stop({"loss": 1.0})  # training-only records never stop the run
+    with pytest.raises(ConfigError):
+        InductionConfig(repeat_frac=1.5)
+    with pytest.raises(ConfigError):
+        InductionConfig(stop_at_induction=0.0)

@@ -81,9 +81,9 @@ class InductionConfig:
     weight_decay: float = 0.0
     """AdamW weight decay."""
     repeat_frac: float = 0.0
-    """Fraction of each two-layer batch's sequences whose second half repeats their first half (a real
-    corpus span shown twice): a curriculum that makes in-context copying pay from the first step. 0 trains
-    on the corpus as is."""
+    """Fraction of each two-layer batch's sequences that end with a copy of an earlier span of themselves
+    (real text, copied at a random offset; see ``RepeatedBatches``): a curriculum that makes in-context
+    copying pay from the first steps. 0 trains on the corpus as is."""
     seed: int = 0
     """Seeds weights, batches and the corpus split."""
 
@@ -155,33 +155,41 @@ def probe_range(tokenizer: str, d_vocab: int) -> tuple[int, int]:
 
 
 class RepeatedBatches:
-    """A corpus batch source whose first ``round(frac · batch)`` rows are a corpus span repeated twice.
+    """A corpus batch source whose first ``round(frac · batch)`` rows end with a copy of an earlier span.
 
-    Row ``[x_0 … x_n]`` becomes ``[x_0 … x_{h-1}, x_0 … x_{n-h}]`` with ``h = ⌈(n+1)/2⌉``: real text, so the
-    first half teaches the usual statistics and the second half rewards copying from context. Its state is
-    the wrapped source's (batches are a pure function of it), so resuming stays exact.
+    Row ``x_0 … x_n`` keeps a prefix of ``k`` tokens (``k`` uniform in [(n+1)/2, 3(n+1)/4]) and continues
+    with ``x_s … x_{s+n-k}`` (``s`` uniform, so the copy lies inside the prefix): real text whose second part
+    rewards copying from context. The offset between a token and its copy varies from row to row, so no
+    fixed-position head can exploit it (only an induction mechanism can). Draws are seeded by the call
+    count, which is saved with the wrapped source's state, so resuming stays exact.
     """
 
-    def __init__(self, base: Any, frac: float) -> None:
-        self.base, self.frac = base, frac
+    def __init__(self, base: Any, frac: float, seed: int = 0) -> None:
+        self.base, self.frac, self.seed, self.calls = base, frac, seed, 0
 
     def next_batch(self) -> torch.Tensor:
         """Tokens [batch seq_len+1] of the next update."""
         batch = self.base.next_batch()
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.calls)
+        self.calls += 1
         n_rep, length = round(self.frac * batch.shape[0]), batch.shape[1]
-        if n_rep:
-            half = (length + 1) // 2
-            rows = batch[:n_rep]
-            batch = torch.cat([torch.cat([rows[:, :half], rows[:, :length - half]], dim=1), batch[n_rep:]])
-        return batch
+        if not n_rep:
+            return batch
+        k = torch.randint((length + 1) // 2, 3 * length // 4 + 1, (n_rep,), generator=gen)  # prefix kept
+        start = (torch.rand(n_rep, generator=gen) * (2 * k - length + 1)).long()  # copy source in [0, 2k-length]
+        pos = torch.arange(length)
+        src = torch.where(pos < k[:, None], pos, pos - k[:, None] + start[:, None])  # [n_rep length]
+        return torch.cat([batch[:n_rep].gather(1, src), batch[n_rep:]])
 
     def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        """The wrapped source's state."""
-        return self.base.state()
+        """The wrapped source's state plus the call count."""
+        meta, tensors = self.base.state()
+        return {**meta, "repeat_calls": self.calls}, tensors
 
     def load_state(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-        """Restore the wrapped source's state."""
-        self.base.load_state(meta, tensors)
+        """Restore the wrapped source's state and the call count."""
+        self.calls = int(meta.get("repeat_calls", 0))
+        self.base.load_state({k: v for k, v in meta.items() if k != "repeat_calls"}, tensors)
 
 
 def _lm_loss(model: Any, batch: torch.Tensor) -> torch.Tensor:
@@ -247,7 +255,7 @@ def train(cfg: InductionConfig, out_dir: str | Path, *, progress: bool = True, r
                            checkpoint_every=cfg.checkpoint_every if n_layers == 2 else None,
                            keep_optimizer_state=2, log_every=10)
         res = run_training(model, _zero_layer_loss if n_layers == 0 else _lm_loss,
-                           RepeatedBatches(data, cfg.repeat_frac) if n_layers == 2 else data, tcfg, run_dir,
+                           RepeatedBatches(data, cfg.repeat_frac, cfg.seed) if n_layers == 2 else data, tcfg, run_dir,
                            callbacks=[_evaluator(cfg, val, corpus.d_vocab)], experiment="induction",
                            run_config={"model": model.cfg.to_dict(), "induction": _identity(cfg), "name": name},
                            resume=resume and (run_dir / "checkpoints").is_dir(),

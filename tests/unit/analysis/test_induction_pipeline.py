@@ -62,13 +62,22 @@ def test_repeated_batches_and_plateau_stop() -> None:
         def load_state(self, meta: dict[str, int], tensors: dict[str, torch.Tensor]) -> None:
             self.step = meta["step"]
 
-    src = RepeatedBatches(Counter(), 0.5)
+    src = RepeatedBatches(Counter(), 0.5, seed=3)
     b = src.next_batch()
     assert b.shape == (4, 9)
-    assert b[0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3]  # first half (5 tokens) then its first 4 again
-    assert b[1].tolist() == [100, 101, 102, 103, 104, 100, 101, 102, 103]
+    for r, row in enumerate(b[:2].tolist()):  # a prefix of k >= 5 tokens, then a copy of an earlier span
+        k = next((i for i in range(1, 9) if row[i] != row[i - 1] + 1), 9)
+        assert row[:k] == list(range(100 * r, 100 * r + k)) and k >= 5
+        tail = row[k:]
+        assert tail and tail[0] >= 100 * r and tail == list(range(tail[0], tail[0] + len(tail)))
+        assert tail[-1] < 100 * r + k  # copied from inside the prefix
     assert b[2].tolist() == list(range(200, 209))  # untouched rows
-    assert src.state()[0] == {"step": 1}
+    meta, _ = src.state()
+    assert meta == {"step": 1, "repeat_calls": 1}
+    nxt = src.next_batch()
+    again = RepeatedBatches(Counter(), 0.5, seed=3)
+    again.load_state(meta, {})
+    assert torch.equal(again.next_batch(), nxt)  # resuming reproduces the draws
     stop = _plateau_stop(InductionConfig(stop_at_induction=0.5, plateau_evals=3))
     assert [stop({"induction_best": v}) for v in (0.1, 0.6, 0.61, 0.3, 0.6, 0.62, 0.61)] == \
         [False, False, False, False, False, False, True]

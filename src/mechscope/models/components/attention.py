@@ -85,16 +85,23 @@ class Attention(nn.Module):
         b, p = x_q.shape[:2]
         h, kv, e = self.n_heads, self.n_kv_heads, self.d_head
         if x_q.dim() == 3 and x_q is x_k and x_k is x_v:
-            qkv = x_q @ self._fused_qkv()
+            w = self._fused_qkv()
+            if self.b_Q is not None:
+                qkv = nn.functional.linear(x_q, w.t(), self._fused_qkv_bias())  # bias fused (addmm)
+            else:
+                qkv = x_q @ w
             q, k, v = qkv.split([h * e, kv * e, kv * e], dim=-1)
             q, k, v = q.view(b, p, h, e), k.view(b, p, kv, e), v.view(b, p, kv, e)
         else:
             q = torch.einsum("bphd,hde->bphe", _per_head(x_q, h), self.W_Q)
             k = torch.einsum("bphd,hde->bphe", _per_head(x_k, kv), self.W_K)
             v = torch.einsum("bphd,hde->bphe", _per_head(x_v, kv), self.W_V)
-        if self.b_Q is not None:
-            q, k, v = q + self.b_Q, k + self.b_K, v + self.b_V
+            if self.b_Q is not None:
+                q, k, v = q + self.b_Q, k + self.b_K, v + self.b_V
         return q, k, v
+
+    def _fused_qkv_bias(self) -> Tensor:
+        return torch.cat([self.b_Q.reshape(-1), self.b_K.reshape(-1), self.b_V.reshape(-1)])  # type: ignore[union-attr]
 
     def _fused_qkv(self) -> Tensor:
         """[d_model (n_heads + 2 n_kv_heads) d_head]: one matmul for Q, K and V.
@@ -159,9 +166,11 @@ class Attention(nn.Module):
         if self.hook_result.has_hooks:
             result = self.hook_result(torch.einsum("bphe,hed->bphd", z, self.W_O))
             out = result.sum(dim=2)
-        else:
-            out = z.reshape(b, p, h * e) @ self.W_O.reshape(h * e, -1)
-        return out + self.b_O if self.b_O is not None else out
+            return out + self.b_O if self.b_O is not None else out
+        w_o = self.W_O.reshape(h * e, -1)
+        if self.b_O is not None:
+            return nn.functional.linear(z.reshape(b, p, h * e), w_o.t(), self.b_O)
+        return z.reshape(b, p, h * e) @ w_o
 
 
 def _per_head(x: Tensor, n: int) -> Tensor:

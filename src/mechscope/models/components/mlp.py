@@ -6,7 +6,6 @@ MLPs), ``hook_pre_linear`` the linear branch of a gated MLP, ``hook_post`` what 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -17,7 +16,8 @@ from mechscope.models.config import MLPConfig
 
 
 def _gelu_new(x: Tensor) -> Tensor:
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+    # the tanh approximation (GPT-2's "gelu_new") as one fused kernel
+    return nn.functional.gelu(x, approximate="tanh")
 
 
 def _gelu_fast(x: Tensor) -> Tensor:
@@ -51,13 +51,15 @@ class MLP(nn.Module):
         self.hook_post = HookPoint()
 
     def forward(self, x: Tensor) -> Tensor:
-        lin = x @ self.W_in
-        if self.b_in is not None:
-            lin = lin + self.b_in
+        lin = _linear(x, self.W_in, self.b_in)
         if self.W_gate is not None:
             pre = self.hook_pre(x @ self.W_gate)
             post = self.hook_post(self.act(pre) * self.hook_pre_linear(lin))
         else:
             post = self.hook_post(self.act(self.hook_pre(lin)))
-        out = post @ self.W_out
-        return out + self.b_out if self.b_out is not None else out
+        return _linear(post, self.W_out, self.b_out)
+
+
+def _linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    """x @ w (+ b) with the bias fused into the matmul (addmm) when present."""
+    return x @ w if b is None else nn.functional.linear(x, w.t(), b)

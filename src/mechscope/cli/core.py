@@ -74,6 +74,10 @@ def verify(model: str = typer.Argument("smollm2-135m", help="Registered name, .g
         for r in report["results"]:
             typer.echo(f"{r['dtype']:<10} {r['logits_max_abs']:>14.3g} {r['logit_scale']:>12.3g} {r['n_hooks_compared']:>6} "
                        f"{r['worst_hook_max_abs']:>18.3g}  {r['worst_hook']}")
+        for r in report["results"]:
+            if "ours_err_vs_float32" in r:
+                typer.echo(f"{r['dtype']}: error vs float32 logits — mechscope {r['ours_err_vs_float32']:.3g}, "
+                           f"transformers {r['transformers_err_vs_float32']:.3g} (pass if ≤ {r['limit']:.3g})")
         typer.echo("verdict: " + report["verdict"])
 
 

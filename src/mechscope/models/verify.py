@@ -2,8 +2,10 @@
 
 Loads the model with mechscope and the same weights with transformers (for the embedded SmolLM2 or any
 GGUF: transformers' own GGUF loader; for a directory: ``AutoModelForCausalLM``), then compares logits and
-every activation the adapter can observe, per dtype. Thresholds: float32 max |Δlogit| ≤ 1e-3; lower
-precision ≤ 2% of the largest logit (bf16 keeps ~3 significant digits, and both sides round differently).
+every activation the adapter can observe, per dtype. Thresholds: float32 max |Δlogit| ≤ 1e-3. In lower
+precision the two implementations round differently at every layer, so their mutual difference says
+little; instead each is compared with the float32 reference, and mechscope passes when its error is no
+more than 1.5× transformers' own error at that dtype.
 """
 
 from __future__ import annotations
@@ -54,12 +56,22 @@ def verify_model(name: str, dtypes: list[str]) -> dict[str, Any]:
     else:
         tokens = torch.randint(0, ours.cfg.d_vocab, (2, 14), generator=torch.Generator().manual_seed(0))
     results = []
+    with torch.no_grad():
+        ref32 = ref.to(torch.float32)(tokens).logits.float()
     for d in dtypes:
         dt = allowed[d]
-        rep = compare_to_hf(ours.to(dt), ref.to(dt), tokens).to_dict()
-        limit = 1e-3 if dt == torch.float32 else 0.02 * max(rep["logit_scale"], 1.0)
-        rep["limit"] = limit
-        rep["pass"] = rep["logits_max_abs"] <= limit
+        ours_d, ref_d = ours.to(dt), ref.to(dt)
+        rep = compare_to_hf(ours_d, ref_d, tokens).to_dict()
+        if dt == torch.float32:
+            rep["limit"] = 1e-3
+            rep["pass"] = rep["logits_max_abs"] <= 1e-3
+        else:
+            with torch.no_grad():
+                ours_err = float((ours_d(tokens).float() - ref32).abs().max())
+                hf_err = float((ref_d(tokens).logits.float() - ref32).abs().max())
+            rep.update(ours_err_vs_float32=ours_err, transformers_err_vs_float32=hf_err,
+                       limit=1.5 * hf_err + 1e-6)
+            rep["pass"] = ours_err <= rep["limit"]
         results.append(rep)
     verdict = "PASS" if all(r["pass"] for r in results) else "FAIL"
     return {"model": name, "reference": how, "tokens": list(tokens.shape), "results": results, "verdict": verdict}

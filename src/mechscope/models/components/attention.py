@@ -96,7 +96,7 @@ class Attention(nn.Module):
             q = torch.einsum("bphd,hde->bphe", _per_head(x_q, h), self.W_Q)
             k = torch.einsum("bphd,hde->bphe", _per_head(x_k, kv), self.W_K)
             v = torch.einsum("bphd,hde->bphe", _per_head(x_v, kv), self.W_V)
-            if self.b_Q is not None:
+            if self.b_Q is not None and self.b_K is not None and self.b_V is not None:
                 q, k, v = q + self.b_Q, k + self.b_K, v + self.b_V
         return q, k, v
 

@@ -16,23 +16,23 @@ def train_cmd(
     out: Path = typer.Option(..., "--out", help="Run directory (zero_layer/, one_layer/, two_layer/ inside)."),
     corpus: str = typer.Option("stdlib-source", "--corpus", help="stdlib-source, stdlib-docs, python-docs, "
                                "shakespeare, or a .txt/.jsonl file or directory."),
-    tokenizer: str = typer.Option("bytes", "--tokenizer", help="bytes (vocab 257, fast) or smollm2 (49152, slow)."),
-    vocab_size: int | None = typer.Option(None, "--vocab-size", help="Keep the N-1 most frequent tokens + OOV "
-                                          "(e.g. 4096 with --tokenizer smollm2)."),
+    tokenizer: str = typer.Option("smollm2", "--tokenizer", help="smollm2 (BPE; use with --vocab-size) or bytes (vocab 257)."),
+    vocab_size: int = typer.Option(2048, "--vocab-size", help="Keep the N-1 most frequent tokens + OOV; "
+                                   "0 keeps the tokenizer's whole vocabulary (use 0 with --tokenizer bytes)."),
     positional: str = typer.Option("learned", "--positional", help="learned (exact circuits) or rotary."),
-    norm: str = typer.Option("none", "--norm", help="none (exact circuits) or layernorm (pre-norm)."),
-    steps: int = typer.Option(1500, "--steps", help="Updates of the two-layer model."),
-    eval_every: int = typer.Option(25, "--eval-every", help="Evaluate ICL/induction scores every N updates."),
-    checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Keep weights every N updates."),
+    norm: str = typer.Option("layernorm", "--norm", help="none (exact circuits) or layernorm (pre-norm)."),
+    steps: int = typer.Option(4000, "--steps", help="Updates of the two-layer model."),
+    eval_every: int = typer.Option(50, "--eval-every", help="Evaluate ICL/induction scores every N updates."),
+    checkpoint_every: int = typer.Option(50, "--checkpoint-every", help="Keep weights every N updates."),
     d_model: int = typer.Option(128, "--d-model", help="Residual width."),
     n_heads: int = typer.Option(8, "--n-heads", help="Heads per layer."),
     d_head: int = typer.Option(16, "--d-head", help="Per-head dimension."),
-    n_ctx: int = typer.Option(256, "--n-ctx", help="Context length."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Sequences per update."),
+    n_ctx: int = typer.Option(128, "--n-ctx", help="Context length."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Sequences per update."),
     lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate."),
-    warmup_steps: int = typer.Option(50, "--warmup-steps", help="Linear learning-rate warm-up updates."),
+    warmup_steps: int = typer.Option(100, "--warmup-steps", help="Linear learning-rate warm-up updates."),
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="AdamW weight decay."),
-    repeat_frac: float = typer.Option(0.0, "--repeat-frac", help="Fraction of two-layer training sequences whose "
+    repeat_frac: float = typer.Option(0.75, "--repeat-frac", help="Fraction of two-layer training sequences whose "
                                       "second half repeats their first (0: the corpus as is)."),
     stop_at_induction: float | None = typer.Option(None, "--stop-at-induction", help="Stop the two-layer model "
                                                    "once its induction score is >= this and has plateaued."),
@@ -55,7 +55,7 @@ def train_cmd(
     if bad:
         raise typer.BadParameter(f"--only accepts zero_layer, one_layer, two_layer; got {bad}")
     try:
-        cfg = InductionConfig(corpus=corpus, tokenizer=tokenizer, vocab_size=vocab_size, positional=positional,
+        cfg = InductionConfig(corpus=corpus, tokenizer=tokenizer, vocab_size=vocab_size or None, positional=positional,
                               norm=norm, warmup_steps=warmup_steps, weight_decay=weight_decay,
                               repeat_frac=repeat_frac, stop_at_induction=stop_at_induction, steps=steps, d_model=d_model, n_heads=n_heads, d_head=d_head, n_ctx=n_ctx,
                               batch_size=batch_size, lr=lr, seed=seed, eval_every=eval_every,

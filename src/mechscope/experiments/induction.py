@@ -38,12 +38,12 @@ class InductionConfig:
 
     corpus: str = "stdlib-source"
     """Corpus name or path (see ``mechscope.data.corpus``)."""
-    tokenizer: str = "bytes"
-    """``bytes`` (vocab 257: fast embed/unembed on a CPU) or ``smollm2`` (49152 ids: slow to train)."""
-    vocab_size: int | None = None
+    tokenizer: str = "smollm2"
+    """``smollm2`` (SmolLM2 BPE; with ``vocab_size`` 2048 as fast per token as bytes) or ``bytes`` (vocab 257)."""
+    vocab_size: int | None = 2048
     """Keep only the most frequent ``vocab_size − 1`` tokens (+ one OOV id), e.g. 4096 for ``smollm2``;
     None keeps the tokenizer's whole vocabulary."""
-    n_ctx: int = 256
+    n_ctx: int = 128
     """Context length of every model."""
     d_model: int = 128
     """Residual width."""
@@ -54,12 +54,12 @@ class InductionConfig:
     positional: str = "learned"
     """``learned`` absolute embeddings (the weights read exactly as circuits) or ``rotary`` (relative
     positions; previous-token heads form sooner, but QK/composition scores then see content only)."""
-    norm: str = "none"
+    norm: str = "layernorm"
     """``none`` (logits are exactly a sum of paths) or ``layernorm`` (pre-norm: attention logits start
     large enough for positional heads to form quickly; weight analyses fold only the norm's gain)."""
-    batch_size: int = 8
+    batch_size: int = 32
     """Sequences per update."""
-    steps: int = 1500
+    steps: int = 4000
     """Updates of the two-layer model (at most: see ``stop_at_induction``)."""
     stop_at_induction: float | None = None
     """Stop the two-layer model early once its best induction score is >= this at ``plateau_evals``
@@ -72,15 +72,15 @@ class InductionConfig:
     """Updates of the zero-layer model."""
     lr: float = 3e-3
     """Peak AdamW learning rate (linear warm-up, then constant)."""
-    warmup_steps: int = 50
+    warmup_steps: int = 100
     """Warm-up updates."""
-    eval_every: int = 25
+    eval_every: int = 50
     """Evaluate ICL and induction scores of the two-layer model every N updates."""
-    checkpoint_every: int = 100
+    checkpoint_every: int = 50
     """Keep a weights checkpoint every N updates (for the phase-change analysis)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
-    repeat_frac: float = 0.0
+    repeat_frac: float = 0.75
     """Fraction of each two-layer batch's sequences that end with a copy of an earlier span of themselves
     (real text, copied at a random offset; see ``RepeatedBatches``): a curriculum that makes in-context
     copying pay from the first steps. 0 trains on the corpus as is."""

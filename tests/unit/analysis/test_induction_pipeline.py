@@ -17,7 +17,7 @@ def test_train_analyze_and_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     docs.mkdir()
     for i in range(60):
         (docs / f"{i}.txt").write_text(f"def f{i}(x):\n    return x + {i}\n" * 30)
-    cfg = InductionConfig(corpus=str(docs), n_ctx=64, d_model=16, n_heads=2, d_head=8, batch_size=2, steps=4,
+    cfg = InductionConfig(corpus=str(docs), tokenizer="bytes", vocab_size=None, n_ctx=64, d_model=16, n_heads=2, d_head=8, batch_size=2, steps=4,
                           one_layer_steps=2, zero_layer_steps=2, eval_every=2, checkpoint_every=2, warmup_steps=1)
     summary = train(cfg, tmp_path / "run", progress=False)
     assert summary["two_layer"]["steps"] == 4

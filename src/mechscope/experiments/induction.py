@@ -1,13 +1,16 @@
 """Induction heads on real text (Elhage et al. 2021; Olsson et al. 2022), end to end on a CPU.
 
-``train`` fits three attention-only models (no MLP, no norm, so the weights read exactly as circuits) on a
-real corpus (default: the Python standard library's source, byte-level):
+``train`` fits three attention-only models (no MLP, so the weights read as circuits; LayerNorm by default,
+``norm="none"`` makes them exact) on a real corpus (default: the Python standard library's source in
+SmolLM2's 2047 commonest BPE tokens + OOV):
 
 * ``zero_layer``: embed → unembed, a bigram table; ``W_E W_U`` should match the corpus's bigram statistics;
 * ``one_layer``: one attention layer; its QK/OV circuits are skip-trigram tables "A … B → C";
 * ``two_layer``: two attention layers, evaluated every ``eval_every`` steps while it trains: the
   in-context-learning (ICL) score (loss on late tokens − loss on early tokens) and the best induction-head
-  score move together in a narrow window: the induction-head *phase change*.
+  score: the induction-head *phase change*. By default 75 % of its training sequences end with a copy of an
+  earlier span of themselves at a random offset (``RepeatedBatches``); on the corpus as is no induction
+  head formed within a CPU budget of ~20 minutes (see ``docs/induction.md``).
 
 ``analyze`` turns a run directory into the JSON of findings (bigram correlation, verified skip-trigrams,
 copying heads, induction / previous-token heads, K-composition partners with a random baseline, the

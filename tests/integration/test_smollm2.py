@@ -20,6 +20,10 @@ def test_logits_and_activations_equal_transformers_gguf(smollm2, hf_smollm2_gguf
     assert worst <= 1e-3, (name, worst)
 
 
+def test_parameter_count_matches_the_source_model(smollm2) -> None:
+    assert smollm2.n_params() == 134_515_008  # tied embedding counted once, as in transformers
+
+
 def test_real_model_knows_paris_and_does_ioi(smollm2) -> None:
     tok = smollm2.tokenizer
     with torch.no_grad():

@@ -20,7 +20,7 @@ def info(model: str = typer.Argument(..., help="Registered name (smollm2-135m), 
         m = load_model(model)
         sizes = m.cfg.dim_sizes(batch=1, pos=pos)
         hooks = {n: list(resolve_shape(registered_axes(n), sizes)) for n in m.hook_dict}
-        n_params = sum(p.numel() for p in m.parameters())
+        n_params = m.n_params()
         out = {"name": m.cfg.name, "architecture": m.cfg.architecture, "n_params": n_params,
                "config": m.cfg.to_dict(), "n_hooks": len(hooks), "hooks": hooks}
         if json_out:

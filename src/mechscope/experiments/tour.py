@@ -58,7 +58,7 @@ def section_model(model: Any) -> Section:
     prompts = ["Once upon a time, there was a", "The capital of France is", "def fibonacci(n):\n"]
     out = generate(model, prompts, max_new_tokens=24)
     c = model.cfg
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = model.n_params()
     card = (f"<p><b>{esc(c.name)}</b> ({esc(c.architecture)}): {n_params:,} parameters, {c.n_layers} layers, "
             f"d_model {c.d_model}, {c.n_heads} query heads / {c.attention.kv_heads} key-value heads, d_mlp {c.d_mlp}, "
             f"vocab {c.d_vocab}; {len(model.hook_dict)} hook points.</p>")

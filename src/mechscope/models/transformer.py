@@ -173,6 +173,14 @@ class HookedTransformer(HookedModule):
         allowed = allowed | (kj == qi)[None]  # a padding query still sees itself (no all -inf rows)
         return allowed[:, None], positions
 
+    def n_params(self) -> int:
+        """Number of distinct parameters: a ``W_U`` that is exactly ``W_E``ᵀ (a tied embedding, stored
+        untied here) is counted once, so the figure matches the source model's."""
+        total = sum(p.numel() for p in self.parameters())
+        if self.W_U.shape == self.W_E.T.shape and torch.equal(self.W_U, self.W_E.T):
+            total -= self.W_U.numel()
+        return total
+
     # -- weights, TransformerLens-style stacked views ----------------------------------------------
     def _stack(self, path: str) -> Tensor:
         def get(block: nn.Module) -> Tensor:

@@ -18,7 +18,7 @@ def test_info_lists_every_hook_with_its_shape(tmp_path) -> None:
     res = runner.invoke(app, ["info", str(tmp_path), "--json", "--pos", "5"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert out["n_params"] == sum(p.numel() for p in model.parameters())
+    assert out["n_params"] == sum(p.numel() for p in model.parameters())  # untied: W_U is its own
     assert set(out["hooks"]) == set(model.hook_dict)
     assert out["hooks"]["blocks.1.attn.hook_pattern"] == [1, 4, 5, 5]
 

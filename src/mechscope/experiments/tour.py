@@ -67,10 +67,9 @@ def section_model(model: Any) -> Section:
 
 
 def _ioi_metric(model: Any, pairs: Any) -> torch.Tensor:
+    """logit(IO) − logit(S) at the last position, per prompt."""
     with torch.inference_mode():
-        logits = model(pairs.clean)[:, -1]
-    ar = torch.arange(len(pairs.answer))
-    return (logits[ar, pairs.answer] - logits[ar, pairs.wrong]).float()
+        return pairs.metric()(model(pairs.clean)[:, -1]).float()
 
 
 def section_ioi(model: Any, n_per_template: int = 4) -> Section:

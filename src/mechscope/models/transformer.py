@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from mechscope.errors import ConfigError, ModelFileError, TokenError, shape_error
 from mechscope.hooks.module import HookedModule
 from mechscope.hooks.point import HookPoint
-from mechscope.models.components.attention import KVCache
+from mechscope.models.components.attention import KVCache, causal_mask
 from mechscope.models.components.block import TransformerBlock
 from mechscope.models.components.embed import Embed, PosEmbed, Unembed
 from mechscope.models.components.norm import make_norm
@@ -166,11 +166,9 @@ class HookedTransformer(HookedModule):
         if past_kv is not None:
             past_kv.mask = full
         positions = (full.long().cumsum(-1) - 1).clamp(min=0)[:, past:]
-        k_len = full.shape[1]
-        qi = torch.arange(p, device=tokens.device)[:, None] + past
-        kj = torch.arange(k_len, device=tokens.device)[None, :]
-        allowed = (kj <= qi)[None] & full[:, None, :]
-        allowed = allowed | (kj == qi)[None]  # a padding query still sees itself (no all -inf rows)
+        causal = causal_mask(p, full.shape[1], tokens.device)  # [p k]: query i sits at position past + i
+        allowed = causal[None] & full[:, None, :]
+        allowed[:, torch.arange(p), torch.arange(p) + past] = True  # a padding query still sees itself
         return allowed[:, None], positions
 
     def n_params(self) -> int:

@@ -28,6 +28,10 @@ class ParityReport:
     logits_max_abs: float
     hooks: dict[str, float] = field(default_factory=dict)
     logit_scale: float = 0.0
+    logits: Tensor | None = field(default=None, repr=False)
+    """Our logits (kept so callers need not run the model again; not part of ``to_dict``)."""
+    ref_logits: Tensor | None = field(default=None, repr=False)
+    """The transformers model's logits."""
 
     @property
     def worst_hook(self) -> tuple[str, float]:
@@ -82,7 +86,7 @@ def compare_to_hf(model: HookedTransformer, hf_model: Any, tokens: Tensor) -> Pa
     logits, cache = model.run_with_cache(tokens, names=[n for n, _ in rules])
     report = ParityReport(dtype=str(next(model.parameters()).dtype).replace("torch.", ""),
                           logits_max_abs=float((logits.float() - hf_logits.float()).abs().max()),
-                          logit_scale=float(hf_logits.float().abs().max()))
+                          logit_scale=float(hf_logits.float().abs().max()), logits=logits, ref_logits=hf_logits)
     for name, r in rules:
         if name not in theirs:
             continue

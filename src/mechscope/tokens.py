@@ -23,19 +23,22 @@ mask (1 = real token). With left padding BOS is each row's first real token, rig
 
 ``to_str_tokens`` gives each token *decoded* on its own (``" Mary"``; a lone byte of a multi-byte
 character shows as ``"\\ufffd"``); ``to_pieces`` gives the vocabulary's own spelling (``"ĠMary"``).
+
+The vocabularies themselves (a ``tokenizers`` BPE, a transformers tokenizer, toy symbols) are backends in
+``mechscope/_token_backends.py``; everything policy-like is here, once.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import torch
 
+from mechscope._token_backends import Backend, HFBackend, SymbolBackend, TokenizersBackend
 from mechscope._types import Int, Tensor
 from mechscope.errors import ModelFileError, ShapeError, TokenError
 
@@ -62,125 +65,6 @@ class TokenBatch(NamedTuple):
     """1 where ``tokens`` holds a real token (BOS included), 0 on padding (long)."""
 
 
-class _TokenizersBackend:
-    """A ``tokenizers.Tokenizer`` (GGUF byte-level BPE, or a fast transformers tokenizer's backend)."""
-
-    def __init__(self, tok: Any) -> None:
-        self.tok = tok
-
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tok.decode(ids, skip_special_tokens=False)
-
-    def decode_each(self, ids: list[int]) -> list[str]:
-        return self.tok.decode_batch([[i] for i in ids], skip_special_tokens=False)
-
-    def pieces(self, ids: list[int]) -> list[str]:
-        return [self.tok.id_to_token(i) for i in ids]
-
-    def size(self) -> int:
-        return self.tok.get_vocab_size(with_added_tokens=True)
-
-
-class _HFBackend:
-    """A transformers tokenizer (slow or fast), used through its public methods only."""
-
-    def __init__(self, hf: Any) -> None:
-        self.hf = hf
-
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        return [list(x) for x in self.hf(texts, add_special_tokens=False)["input_ids"]]
-
-    def decode(self, ids: list[int]) -> str:
-        return self.hf.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-
-    def decode_each(self, ids: list[int]) -> list[str]:
-        return [self.decode([i]) for i in ids]
-
-    def pieces(self, ids: list[int]) -> list[str]:
-        return list(self.hf.convert_ids_to_tokens(ids))
-
-    def size(self) -> int:
-        return len(self.hf)
-
-
-class _SymbolBackend:
-    """A toy vocabulary: bytes, single characters, or whitespace-separated words, plus an optional special.
-
-    ``kind="bytes"``: ids 0..255 are the UTF-8 bytes; ``"chars"``: one id per character of the alphabet;
-    ``"words"``: text is split on whitespace and each word must be a symbol (decoded joined by spaces).
-    The special token (if any) is the last id and is recognised in text.
-    """
-
-    def __init__(
-        self, kind: Literal["bytes", "chars", "words"], symbols: list[str], special: str | None
-    ) -> None:
-        self.kind, self.symbols, self.special = kind, symbols, special
-        self.index = {s: i for i, s in enumerate(symbols)}
-        if special is not None:
-            self.index[special] = len(symbols)
-        self.split = re.compile(f"({re.escape(special)})") if special and kind != "words" else None
-
-    def _encode_one(self, text: str) -> list[int]:
-        if self.kind == "words":
-            return [self._lookup(w, text) for w in text.split()]
-        parts = self.split.split(text) if self.split else [text]
-        ids: list[int] = []
-        for k, part in enumerate(parts):
-            if k % 2 == 1:  # a captured special token
-                ids.append(len(self.symbols))
-            elif self.kind == "bytes":
-                ids.extend(part.encode("utf-8"))
-            else:
-                ids.extend(self._lookup(c, text) for c in part)
-        return ids
-
-    def _lookup(self, symbol: str, text: str) -> int:
-        if symbol not in self.index:
-            shown = "".join(self.symbols[:60]) if self.kind == "chars" else " ".join(self.symbols[:20])
-            raise TokenError(
-                f"{symbol!r} (in {text[:40]!r}) is not in this {self.kind} vocabulary of {self.size()} "
-                f"tokens: {shown!r}{' ...' if len(self.symbols) > 20 else ''}"
-                f"{f' + special {self.special!r}' if self.special else ''}."
-            )
-        return self.index[symbol]
-
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        return [self._encode_one(t) for t in texts]
-
-    def _symbol(self, i: int) -> str:
-        return self.special if i == len(self.symbols) and self.special else self.symbols[i]
-
-    def decode(self, ids: list[int]) -> str:
-        if self.kind == "words":
-            return " ".join(self._symbol(i) for i in ids)
-        if self.kind == "chars":
-            return "".join(self._symbol(i) for i in ids)
-        out, run = [], bytearray()
-        for i in ids:
-            if i < 256:
-                run.append(i)
-            else:
-                out += [run.decode("utf-8", "replace"), self._symbol(i)]
-                run = bytearray()
-        return "".join([*out, run.decode("utf-8", "replace")])
-
-    def decode_each(self, ids: list[int]) -> list[str]:
-        return [self.decode([i]) for i in ids]
-
-    def pieces(self, ids: list[int]) -> list[str]:
-        return [f"<0x{i:02X}>" if self.kind == "bytes" and i < 256 else self._symbol(i) for i in ids]
-
-    def size(self) -> int:
-        return len(self.symbols) + (self.special is not None)
-
-
-_Backend = _TokenizersBackend | _HFBackend | _SymbolBackend
-"""What a vocabulary does (encode / decode / decode_each / pieces / size); the face adds the rest."""
-
-
 class Tokenizer:
     """Text <-> token ids for one vocabulary, with mechscope's single BOS policy (see the module docstring).
 
@@ -190,7 +74,7 @@ class Tokenizer:
 
     def __init__(
         self,
-        backend: _Backend,
+        backend: Backend,
         *,
         bos_token_id: int | None,
         eos_token_id: int | None,
@@ -216,7 +100,7 @@ class Tokenizer:
 
         ``add_bos=None`` takes the file's ``tokenizer.ggml.add_bos_token`` (llama.cpp's default if absent).
         """
-        from mechscope.models.gguf import gguf_add_bos, gguf_tokenizer
+        from mechscope.models.gguf_tokenizer import gguf_add_bos, gguf_tokenizer
 
         def special(key: str) -> int | None:
             value = metadata.get(f"tokenizer.ggml.{key}_token_id")
@@ -225,7 +109,7 @@ class Tokenizer:
         bos, eos = special("bos"), special("eos")
         pad = special("padding")
         return cls(
-            _TokenizersBackend(gguf_tokenizer(metadata)),
+            TokenizersBackend(gguf_tokenizer(metadata)),
             bos_token_id=bos,
             eos_token_id=eos,
             pad_token_id=pad if pad is not None else eos,
@@ -251,7 +135,7 @@ class Tokenizer:
     ) -> Tokenizer:
         """Wrap a ``tokenizers.Tokenizer`` (its post-processor is not used: BOS follows ``add_bos``)."""
         return cls(
-            _TokenizersBackend(tok),
+            TokenizersBackend(tok),
             bos_token_id=bos_token_id,
             eos_token_id=eos_token_id,
             pad_token_id=pad_token_id,
@@ -267,7 +151,7 @@ class Tokenizer:
             plain = hf_tokenizer("a", add_special_tokens=False)["input_ids"]
             add_bos = bos is not None and with_special[:1] == [bos] and plain[:1] != [bos]
         return cls(
-            _HFBackend(hf_tokenizer),
+            HFBackend(hf_tokenizer),
             bos_token_id=bos,
             eos_token_id=eos,
             pad_token_id=pad if pad is not None else eos,
@@ -280,7 +164,7 @@ class Tokenizer:
     ) -> Tokenizer:
         if len(set(symbols)) != len(symbols) or (bos is not None and bos in symbols):
             raise TokenError(f"{kind} vocabulary has duplicate symbols (or bos={bos!r} is one of them).")
-        backend = _SymbolBackend(kind, symbols, bos)
+        backend = SymbolBackend(kind, symbols, bos)
         special = None if bos is None else len(symbols)
         return cls(
             backend, bos_token_id=special, eos_token_id=special, pad_token_id=special, add_bos=bos is not None
@@ -450,14 +334,14 @@ class Tokenizer:
         config |= {k: getattr(self, k) for k in _SPECIAL_IDS}
         b = self._backend
         raw = None
-        if isinstance(b, _SymbolBackend):
+        if isinstance(b, SymbolBackend):
             config |= {
                 "kind": b.kind,
                 "symbols": None if b.kind == "bytes" else b.symbols,
                 "special": b.special,
             }
         else:
-            raw = b.tok if isinstance(b, _TokenizersBackend) else getattr(b.hf, "backend_tokenizer", None)
+            raw = b.tok if isinstance(b, TokenizersBackend) else getattr(b.hf, "backend_tokenizer", None)
             if raw is None:
                 raise TokenError(
                     "a slow transformers tokenizer cannot be saved by mechscope; use save_pretrained."
@@ -480,18 +364,18 @@ class Tokenizer:
             if config.get("format") != _FORMAT:
                 raise ValueError(f"format is {config.get('format')!r}, expected {_FORMAT!r}")
             kind = config["kind"]
-            backend: _Backend
+            backend: Backend
             if kind == "tokenizers":
-                backend = _TokenizersBackend(RawTokenizer.from_file(str(path.with_name("tokenizer.json"))))
+                backend = TokenizersBackend(RawTokenizer.from_file(str(path.with_name("tokenizer.json"))))
             else:
                 symbols = config["symbols"] or [chr(i) for i in range(256)]
-                backend = _SymbolBackend(kind, symbols, config["special"])
+                backend = SymbolBackend(kind, symbols, config["special"])
         except Exception as e:  # missing file, bad JSON, missing keys, unreadable tokenizer.json
             raise ModelFileError(f"cannot load a mechscope tokenizer from {directory}: {e}") from e
         return cls(backend, **{k: config[k] for k in _SPECIAL_IDS}, add_bos=bool(config["add_bos"]))
 
     def __repr__(self) -> str:
-        kind = type(self._backend).__name__.strip("_").removesuffix("Backend")
+        kind = type(self._backend).__name__.removesuffix("Backend")
         return (
             f"Tokenizer({kind}, vocab_size={self.vocab_size}, bos={self.bos_token_id}, "
             f"eos={self.eos_token_id}, pad={self.pad_token_id}, add_bos={self.add_bos})"

@@ -36,6 +36,8 @@ def train_cmd(
                                       "second half repeats their first (0: the corpus as is)."),
     stop_at_induction: float | None = typer.Option(None, "--stop-at-induction", help="Stop the two-layer model "
                                                    "once its induction score is >= this and has plateaued."),
+    precision: str = typer.Option("float32", "--precision", help="float32, or bfloat16 (autocast; float32 weights "
+                                  "and optimiser; faster on CPUs with AMX)."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights, batches and the corpus split."),
     only: str = typer.Option("zero_layer,one_layer,two_layer", "--only", help="Comma-separated models to train."),
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs from their latest checkpoints."),
@@ -59,7 +61,7 @@ def train_cmd(
                               norm=norm, warmup_steps=warmup_steps, weight_decay=weight_decay,
                               repeat_frac=repeat_frac, stop_at_induction=stop_at_induction, steps=steps, d_model=d_model, n_heads=n_heads, d_head=d_head, n_ctx=n_ctx,
                               batch_size=batch_size, lr=lr, seed=seed, eval_every=eval_every,
-                              checkpoint_every=checkpoint_every)
+                              checkpoint_every=checkpoint_every, precision=precision)
         summary = train(cfg, out, progress=not no_progress, resume=resume, only=names)
     except MechscopeError as e:
         typer.echo(f"error: {e}", err=True)

@@ -87,6 +87,11 @@ class InductionConfig:
     """Fraction of each two-layer batch's sequences that end with a copy of an earlier span of themselves
     (real text, copied at a random offset; see ``RepeatedBatches``): a curriculum that makes in-context
     copying pay from the first steps. 0 trains on the corpus as is."""
+    precision: str = "float32"
+    """``float32`` or ``bfloat16`` (autocast forward/backward, float32 weights and optimiser; ~1.6× faster
+    per step on a CPU with AMX, e.g. d_model 256, ctx 256, batch 32 on 2 threads: 0.55 → 0.35 s)."""
+    val_sequences: int = 64
+    """Validation sequences for the loss and ICL score at each evaluation."""
     seed: int = 0
     """Seeds weights, batches and the corpus split."""
 
@@ -111,6 +116,10 @@ class InductionConfig:
             raise ConfigError(f"InductionConfig.stop_at_induction must be in (0, 1] or None, got {self.stop_at_induction}")
         if self.weight_decay < 0:
             raise ConfigError(f"InductionConfig.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.precision not in ("float32", "bfloat16"):
+            raise ConfigError(f"InductionConfig.precision must be 'float32' or 'bfloat16', got {self.precision!r}")
+        if self.val_sequences < 1:
+            raise ConfigError(f"InductionConfig.val_sequences must be >= 1, got {self.val_sequences}")
         if not 0.0 <= self.repeat_frac <= 1.0:
             raise ConfigError(f"InductionConfig.repeat_frac must be in [0, 1], got {self.repeat_frac}")
 
@@ -197,13 +206,13 @@ class RepeatedBatches:
 
 def _lm_loss(model: Any, batch: torch.Tensor) -> torch.Tensor:
     logits = model(batch[:, :-1])
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
 
 
 def _zero_layer_loss(model: Any, batch: torch.Tensor) -> torch.Tensor:
     """Loss of the direct path only: embed → unembed (equal to the full forward, whose W_O is frozen at 0)."""
     logits = model.unembed(model.embed(batch[:, :-1]))
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
 
 
 def _evaluator(cfg: InductionConfig, val_tokens: torch.Tensor, d_vocab: int) -> Any:
@@ -236,7 +245,7 @@ def train(cfg: InductionConfig, out_dir: str | Path, *, progress: bool = True, r
     out.mkdir(parents=True, exist_ok=True)
     (out / "induction_config.json").write_text(json.dumps(asdict(cfg), indent=1))
     corpus, _ = _corpus(cfg)
-    val = corpus.val.eval_chunks(16, cfg.n_ctx + 1)
+    val = corpus.val.eval_chunks(cfg.val_sequences, cfg.n_ctx + 1)
     plan = {"zero_layer": (0, cfg.zero_layer_steps), "one_layer": (1, cfg.one_layer_steps), "two_layer": (2, cfg.steps)}
     summary: dict[str, Any] = {}
     for name in only:
@@ -256,7 +265,7 @@ def train(cfg: InductionConfig, out_dir: str | Path, *, progress: bool = True, r
                            weight_decay=cfg.weight_decay,
                            eval_every=cfg.eval_every if n_layers == 2 else steps,
                            checkpoint_every=cfg.checkpoint_every if n_layers == 2 else None,
-                           keep_optimizer_state=2, log_every=10)
+                           keep_optimizer_state=2, log_every=10, precision=cfg.precision)  # type: ignore[arg-type]
         res = run_training(model, _zero_layer_loss if n_layers == 0 else _lm_loss,
                            RepeatedBatches(data, cfg.repeat_frac, cfg.seed) if n_layers == 2 else data, tcfg, run_dir,
                            callbacks=[_evaluator(cfg, val, corpus.d_vocab)], experiment="induction",
@@ -284,9 +293,9 @@ def _plateau_stop(cfg: InductionConfig) -> Any:
 
 
 def _identity(cfg: InductionConfig) -> dict[str, Any]:
-    """The settings a resumed run must share (step counts and the early stop may change on resume)."""
+    """The settings a resumed run must share (step counts, the early stop and the precision may change)."""
     return {k: v for k, v in asdict(cfg).items()
-            if not k.endswith("steps") and k not in ("stop_at_induction", "plateau_evals")}
+            if not k.endswith("steps") and k not in ("stop_at_induction", "plateau_evals", "precision")}
 
 
 def _finished(run_dir: Path, steps: int) -> bool:

@@ -225,7 +225,10 @@ class _Loop:
         lr = self.cfg.lr_at(step)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        out = self.loss_fn(self.model, self.source.next_batch())
+        batch = self.source.next_batch()
+        device_type = next(self.model.parameters()).device.type
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bfloat16"):
+            out = self.loss_fn(self.model, batch)
         loss, extra = (out, {}) if isinstance(out, Tensor) else out
         if loss.dim() != 0:
             raise ConfigError(f"loss_fn must return a scalar loss, got shape {tuple(loss.shape)}")

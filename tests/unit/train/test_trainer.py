@@ -198,3 +198,23 @@ def test_resume_when_killed_between_publish_and_pointer(run: Path) -> None:
     after = read_checkpoint(latest_checkpoint(run)).weights
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not any(p.name.startswith(".") for p in (run / "checkpoints").iterdir())
+
+
+def test_bfloat16_precision_autocasts_the_step_but_keeps_float32_state(tmp_path: Path) -> None:
+    """bf16 runs the forward under autocast (a bf16 matmul output), weights/grads/AdamW stay float32."""
+    model, batch = _setup()
+    seen: list[torch.dtype] = []
+
+    def loss(m: nn.Module, b: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        logits = m(b[0])
+        seen.append(logits.dtype)
+        return nn.functional.cross_entropy(logits.float(), b[1])
+
+    cfg = TrainConfig(steps=40, lr=3e-2, progress=False, precision="bfloat16")
+    train(model, loss, batch, cfg, tmp_path)
+    assert set(seen) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    first = read_metrics(tmp_path)[0]["loss"]
+    assert read_metrics(tmp_path)[-2]["loss"] < 0.7 * first
+    with pytest.raises(ConfigError, match="precision"):
+        TrainConfig(steps=1, precision="fp16")  # type: ignore[arg-type]

@@ -1,11 +1,14 @@
 """Evaluating dictionaries inside the model: reconstruction, sparsity and downstream loss, batched.
 
-For a token set ``[n_seq pos]`` and dictionaries spliced at their hooks, one pass over the batches runs
-the clean model once, the zero-ablated model once per hook, and each dictionary spliced in once, and
+For a token set ``[n_seq pos]`` and dictionaries spliced at their hooks (``splice``: SAEs, transcoders,
+crosscoders), one pass over the batches runs the clean model once (caching every written hook), the
+zero-ablated model once per distinct set of written hooks, and each dictionary spliced in once, and
 accumulates per dictionary:
 
 * ``l0`` (active latents per token), ``mse`` (squared error summed over features, mean over tokens),
-  ``fvu`` (fraction of variance unexplained, ``1 - explained variance``) of the activation at the hook;
+  ``fvu`` (fraction of variance unexplained, ``1 - explained variance``) of the activation the dictionary
+  replaces (SAE: its input; transcoder: the clean target activation, e.g. the MLP output; crosscoder: the
+  clean activations of all its layers, concatenated);
 * ``ce_loss_clean``, ``ce_loss_spliced``, ``ce_loss_zero`` (next-token cross-entropy, nats) and
   ``ce_loss_recovered = (zero - spliced) / (zero - clean)``: 1 when the reconstruction is as good as the
   real activation for the model's predictions, 0 when it is as bad as deleting it;
@@ -15,13 +18,14 @@ accumulates per dictionary:
 
 Positions follow the harvesting convention of ``activations.source``: by default position 0 (the
 attention sink) and positions holding ``exclude_token_ids`` are neither spliced nor zero-ablated nor
-scored; this is done with ordinary hooks on the splice's ``H.hook_sae_output`` point.
+scored; this is done with ordinary hooks on the splice's ``W.hook_sae_output`` points, which put the
+clean pass's activation back there.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -29,7 +33,7 @@ import torch
 from torch import Tensor
 
 from mechscope.dictionaries.base import Dictionary
-from mechscope.dictionaries.splice import check_compatible, splice
+from mechscope.dictionaries.splice import HookArg, SpliceSites, splice, splice_sites
 from mechscope.errors import ConfigError, ShapeError
 
 
@@ -74,11 +78,15 @@ class EvalResult(NamedTuple):
     """``[d_sae]`` fraction of scored tokens on which each latent fired."""
     n_tokens: int
     """Positions that were spliced and measured."""
+    reads: tuple[str, ...] = ()
+    """Hooks the dictionary read."""
+    writes: tuple[str, ...] = ()
+    """Hooks it replaced (the zero-ablation baseline zeroes all of them)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready scalars (the density vector is summarised as a histogram)."""
         counts, edges = density_histogram(self.density)
-        out = {k: v for k, v in self._asdict().items() if k != "density"}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in self._asdict().items() if k != "density"}
         return out | {"density_histogram": {"log10_edges": edges.tolist(), "counts": counts.tolist(),
                                             "dead": int((self.density == 0).sum())}}
 
@@ -93,10 +101,10 @@ def density_histogram(density: Tensor, bins: int = 40, lo: float = -7.0) -> tupl
 class _Acc:
     """Streaming sums for one dictionary."""
 
-    def __init__(self, d_sae: int, d_in: int) -> None:
+    def __init__(self, d_sae: int) -> None:
         self.n = 0
         self.sq_err = 0.0
-        self.t_sum = torch.zeros(d_in, dtype=torch.float64)
+        self.t_sum: Tensor | None = None
         self.t_sq = 0.0
         self.fired = torch.zeros(d_sae, dtype=torch.int64)
         self.ce = 0.0
@@ -106,7 +114,7 @@ class _Acc:
         x, recons = x.double(), recons.double()
         self.n += x.shape[0]
         self.sq_err += float((x - recons).pow(2).sum())
-        self.t_sum += x.sum(0)
+        self.t_sum = x.sum(0) if self.t_sum is None else self.t_sum + x.sum(0)
         self.t_sq += float(x.pow(2).sum())
         self.fired += (acts != 0).sum(0)
 
@@ -132,8 +140,13 @@ def _next_token_stats(logits: Tensor, tokens: Tensor, score: Tensor,
     return ce, kl, logp
 
 
-def _run_spliced(model: Any, d: Dictionary, hook: str, tokens: Tensor, keep: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-    """Logits with ``d`` spliced at the kept positions, and its input, recons and acts there."""
+def _run_spliced(model: Any, d: Dictionary, sites: SpliceSites, tokens: Tensor, keep: Tensor,
+                 clean: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    """Logits with ``d`` spliced at the kept positions, and its target, recons and acts there.
+
+    Excluded positions get the clean activation of each written hook back (from the clean pass's
+    ``clean`` cache) through a hook on the splice's ``W.hook_sae_output`` points.
+    """
     got: dict[str, Tensor] = {}
 
     def grab(x: Tensor, hp: Any) -> None:
@@ -141,34 +154,47 @@ def _run_spliced(model: Any, d: Dictionary, hook: str, tokens: Tensor, keep: Ten
 
     def only_kept(x: Tensor, hp: Any) -> Tensor:
         mask = keep.view(*keep.shape, *([1] * (x.dim() - 2)))
-        return torch.where(mask, x, got["hook_sae_input"].view_as(x).to(x.dtype))
+        return torch.where(mask, x, clean[hp.name.rsplit(".", 1)[0]].reshape(x.shape).to(x.dtype))
 
-    with splice(model, d, hook) as s:
-        names = [s["input"], s["recons"], s["acts_post"]]
-        with model.hooks(fwd=[*[(n, grab) for n in names], (s["output"], only_kept)]):
+    with splice(model, d, sites.reads if len(sites.reads) > 1 else sites.reads[0],
+                target_hook=sites.writes[0] if sites.writes != sites.reads else None) as s:
+        names = [s["recons"], s["acts_post"]]
+        with model.hooks(fwd=[*[(n, grab) for n in names], *[(n, only_kept) for n in s.output_names]]):
             logits = model(tokens)
-    return logits, {k: v[keep] for k, v in got.items()}
+    recons = got["hook_sae_recons"]
+    target = torch.stack([clean[h].reshape(*clean[h].shape[:2], -1) for h in sites.writes], dim=-2)
+    rows = {"target": target.reshape(recons.shape), "recons": recons, "acts": got["hook_sae_acts_post"]}
+    return logits, {k: v[keep] for k, v in rows.items()}
 
 
-def _zero_ablated(model: Any, hook: str, tokens: Tensor, keep: Tensor) -> Tensor:
+def _zero_ablated(model: Any, hooks: tuple[str, ...], tokens: Tensor, keep: Tensor) -> Tensor:
     def zero(x: Tensor, hp: Any) -> Tensor:
         mask = keep.view(*keep.shape, *([1] * (x.dim() - 2)))
         return x.masked_fill(mask, 0.0)
 
-    with model.hooks(fwd=[(hook, zero)]):
+    with model.hooks(fwd=[(h, zero) for h in hooks]):
         return model(tokens)
+
+
+def _resolve_sites(model: Any, dictionaries: Sequence[Dictionary], hooks: Sequence[HookArg] | None) -> list[SpliceSites]:
+    hook_list = list(hooks) if hooks is not None else [None] * len(dictionaries)
+    if len(hook_list) != len(dictionaries):
+        raise ConfigError(f"got {len(dictionaries)} dictionaries but {len(hook_list)} hooks")
+    return [splice_sites(model, d, h) for d, h in zip(dictionaries, hook_list)]
 
 
 @torch.inference_mode()
 def evaluate_many(model: Any, dictionaries: Sequence[Dictionary], tokens: Tensor, *,
-                  hooks: Sequence[str | None] | None = None, cfg: EvalConfig | None = None,
+                  hooks: Sequence[HookArg] | None = None, cfg: EvalConfig | None = None,
                   progress: bool = False) -> list[EvalResult]:
     """Evaluate several dictionaries on the same tokens, sharing the clean and zero-ablation passes.
 
     Args:
         model: a ``HookedTransformer``.
-        dictionaries: SAE-shaped dictionaries; each is spliced at its ``hooks[i]`` (default: its
-            ``cfg.hook_name``).
+        dictionaries: SAEs, transcoders and crosscoders; each is spliced (``splice``) at ``hooks[i]``
+            (default: its config's hooks; a transcoder takes its input hook or an ``(input, target)``
+            pair, a crosscoder a list of hooks). The zero-ablation baseline zeroes every hook the
+            dictionary writes (a transcoder: its target; a crosscoder: all its layers).
         tokens: int ``[n_seq pos]`` (each row is scored independently).
         cfg: positions and summaries.
     """
@@ -177,18 +203,10 @@ def evaluate_many(model: Any, dictionaries: Sequence[Dictionary], tokens: Tensor
     cfg = cfg or EvalConfig()
     if tokens.dim() != 2 or tokens.shape[1] < 2:
         raise ShapeError(f"evaluation tokens must be [n_seq pos] with pos >= 2, got {tuple(tokens.shape)}")
-    hook_list = list(hooks) if hooks is not None else [None] * len(dictionaries)
-    if len(hook_list) != len(dictionaries):
-        raise ConfigError(f"got {len(dictionaries)} dictionaries but {len(hook_list)} hooks")
-    names: list[str] = []
-    for d, h in zip(dictionaries, hook_list):
-        name = h or d.cfg.hook_name
-        if name is None:
-            raise ConfigError("this dictionary's config names no hook_name; pass hooks=[...] to evaluate it")
-        check_compatible(model, d, name)
-        names.append(name)
-    accs = [_Acc(d.cfg.d_sae, d.cfg.d_in) for d in dictionaries]
-    zero_ce = dict.fromkeys(names, 0.0)
+    sites = _resolve_sites(model, dictionaries, hooks)
+    written = sorted({h for s in sites for h in s.writes})
+    accs = [_Acc(d.cfg.d_sae) for d in dictionaries]
+    zero_ce = dict.fromkeys((s.writes for s in sites), 0.0)
     clean_ce, n_scored, n_kept = 0.0, 0, 0
     starts = range(0, tokens.shape[0], cfg.batch_size)
     for start in tqdm(starts, desc="eval", disable=not progress):
@@ -197,29 +215,29 @@ def evaluate_many(model: Any, dictionaries: Sequence[Dictionary], tokens: Tensor
         score = keep[:, :-1].clone()
         if cfg.exclude_token_ids:
             score &= ~torch.isin(batch[:, 1:], torch.tensor(cfg.exclude_token_ids, dtype=batch.dtype))
-        ce, _, ref = _next_token_stats(model(batch), batch, score, None)
+        logits, clean = model.run_with_cache(batch, names=written)
+        ce, _, ref = _next_token_stats(logits, batch, score, None)
         clean_ce += ce
         n_scored += int(score.sum())
         n_kept += int(keep.sum())
-        for name in zero_ce:
-            zero_ce[name] += _next_token_stats(_zero_ablated(model, name, batch, keep), batch, score, None)[0]
-        for d, name, acc in zip(dictionaries, names, accs):
-            logits, rows = _run_spliced(model, d, name, batch, keep)
+        for hs in zero_ce:
+            zero_ce[hs] += _next_token_stats(_zero_ablated(model, hs, batch, keep), batch, score, None)[0]
+        for d, site, acc in zip(dictionaries, sites, accs):
+            logits, rows = _run_spliced(model, d, site, batch, keep, clean)
             ce, kl, _ = _next_token_stats(logits, batch, score, ref)
             acc.ce += ce
             acc.kl += kl
-            x = rows["hook_sae_input"]
-            acc.add_recons(x.reshape(x.shape[0], -1), rows["hook_sae_recons"].reshape(x.shape[0], -1),
-                           rows["hook_sae_acts_post"])
+            n = rows["target"].shape[0]
+            acc.add_recons(rows["target"].reshape(n, -1), rows["recons"].reshape(n, -1), rows["acts"])
     if n_scored == 0 or n_kept == 0:
         raise ConfigError("no position was scored: the tokens are all excluded (first position / excluded ids)")
-    return [_finish(acc, clean_ce / n_scored, zero_ce[name] / n_scored, n_scored, cfg)
-            for acc, name in zip(accs, names)]
+    return [_finish(acc, clean_ce / n_scored, zero_ce[site.writes] / n_scored, n_scored, cfg, site)
+            for acc, site in zip(accs, sites)]
 
 
-def _finish(acc: _Acc, clean: float, zero: float, n_scored: int, cfg: EvalConfig) -> EvalResult:
+def _finish(acc: _Acc, clean: float, zero: float, n_scored: int, cfg: EvalConfig, sites: SpliceSites) -> EvalResult:
     spliced = acc.ce / n_scored
-    total_var = acc.t_sq - float(acc.t_sum.pow(2).sum()) / acc.n
+    total_var = acc.t_sq - (float(acc.t_sum.pow(2).sum()) if acc.t_sum is not None else 0.0) / acc.n
     density = acc.fired.double() / acc.n
     denom = zero - clean
     return EvalResult(
@@ -228,7 +246,7 @@ def _finish(acc: _Acc, clean: float, zero: float, n_scored: int, cfg: EvalConfig
         ce_loss_recovered=(zero - spliced) / denom if abs(denom) > 1e-12 else math.nan,
         kl=acc.kl / n_scored, dead_fraction=float((density == 0).double().mean()),
         dense_fraction=float((density > cfg.dense_threshold).double().mean()),
-        density=density.float(), n_tokens=acc.n,
+        density=density.float(), n_tokens=acc.n, reads=sites.reads, writes=sites.writes,
     )
 
 

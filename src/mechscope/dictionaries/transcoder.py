@@ -80,12 +80,21 @@ class Transcoder(Dictionary):
         return x_c @ self.W_skip if self.cfg.skip else 0.0
 
     def forward(self, x: Float[Tensor, "... d_in"]) -> DictOutput:
-        """Encode, decode and add the skip term: ``recons`` predicts the target activation."""
-        acts, pre = self._encode(x)
-        out = self.decode(acts)
+        """Encode, decode and add the skip term: ``recons`` predicts the target activation.
+
+        Each hook point fires once, and ``hook_sae_recons`` sees the whole prediction (skip included),
+        which is what a splice writes into the target hook.
+        """
+        self.check_input(x)
+        x_c = self.center(x)
+        pre = self.hook_sae_acts_pre(self.pre_acts(x_c))
+        acts = self.hook_sae_acts_post(self.activate(pre))
+        out = self.decode_normalised(acts)
         if self.cfg.skip:
-            out = out + self.skip(self.center(x)) / self.cfg.output_scale
-        return DictOutput(out, acts, pre)
+            out = out + self.skip(x_c)
+        if self.cfg.output_scale != 1.0:
+            out = out / self.cfg.output_scale
+        return DictOutput(self.hook_sae_recons(out), acts, pre)
 
     def sparsity_loss(self, acts: Tensor, pre: Tensor, ctx: TrainContext) -> Tensor:
         if self.cfg.k is not None:

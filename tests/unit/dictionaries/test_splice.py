@@ -133,7 +133,7 @@ def test_nested_splices_and_errors(model: HookedTransformer, tokens: torch.Tenso
     with pytest.raises(HookNameError, match="Did you mean"), splice(model, _sae(hook=None), "blocks.0.hook_resid_pots"):
         pass
     tc = Transcoder(TranscoderConfig(d_in=32, d_sae=64, d_out=32))
-    with pytest.raises(ConfigError, match="SAE-shaped"), splice(model, tc, H):
+    with pytest.raises(ConfigError, match="target_hook"), splice(model, tc, H):  # no target hook known
         pass
     assert not any("sae" in n for n in model.hook_dict)
 

@@ -61,6 +61,9 @@ def train(
     k: int | None = typer.Option(None, "--k", help="Active latents (topk, batchtopk; transcoder: TopK)."),
     l1: float | None = typer.Option(None, "--l1", help="L1 coefficient (relu, gated, crosscoder, transcoder)."),
     l0: float | None = typer.Option(None, "--l0", help="L0 coefficient (jumprelu)."),
+    init_threshold: float | None = typer.Option(
+        None, "--init-threshold", help="Initial threshold of every latent (jumprelu; >= 0, in normalised units; "
+        "default 0.001). The effective sparsity knob for short runs, see docs/dictionaries.md."),
     hook: list[str] | None = typer.Option(None, "--hook", help="Hook(s) to read; transcoder: input then target; crosscoder: several."),  # noqa: E501
     normalize: str = typer.Option("expected_norm", "--normalize", help="expected_norm | none."),
     batch_size: int = typer.Option(4096, "--batch-size", help="Tokens per step."),
@@ -73,7 +76,10 @@ def train(
     """Train a dictionary on harvested activations (rerun the same command to resume)."""
     from mechscope.experiments.dictionaries import train_on_store
 
-    options = {"k": k, "l1_coefficient": l1, "l0_coefficient": l0, "normalize_activations": normalize, "seed": seed}
+    options: dict[str, object] = {"k": k, "l1_coefficient": l1, "l0_coefficient": l0, "init_threshold": init_threshold,
+                                  "normalize_activations": normalize, "seed": seed}
+    if arch == "crosscoder" and hook:
+        options["hook_names"] = tuple(hook)  # recorded so `dict eval` can splice it without --hook
     with fail_cleanly():
         d = train_on_store(activations, out, arch, d_sae=d_sae, options=options, hooks=hook, batch_size=batch_size,
                            steps=steps, epochs=epochs, lr=lr, buffer_rows=buffer_rows, seed=seed)
@@ -112,7 +118,8 @@ def evaluate(
             res = evaluate_many(m, [d], toks, hooks=[hook], cfg=EvalConfig(batch_size=batch_size))[0]
     summary = {k: getattr(res, k) for k in EVAL_KEYS} | {
         "ce_loss_clean": res.ce_loss_clean, "ce_loss_spliced": res.ce_loss_spliced,
-        "ce_loss_zero": res.ce_loss_zero, "n_tokens": res.n_tokens, "hook": hook or d.cfg.hook_name}
+        "ce_loss_zero": res.ce_loss_zero, "n_tokens": res.n_tokens, "hook": hook or d.cfg.hook_name,
+        "reads": list(res.reads), "writes": list(res.writes)}
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
     else:

@@ -86,7 +86,9 @@ class JumpReLUConfig(DictionaryConfig):
     bandwidth: float = 0.05
     """Kernel bandwidth ``eps`` of the straight-through estimators (in normalised units)."""
     init_threshold: float = 0.001
-    """Initial threshold of every latent."""
+    """Initial threshold of every latent, >= 0, compared with pre-activations in normalised units (after
+    ``input_scale``); ``mechscope dict train --init-threshold``. In short runs it, more than
+    ``l0_coefficient``, sets the sparsity (docs/dictionaries.md)."""
     unit_norm_decoder: bool = True
     """The paper keeps decoder rows at unit norm."""
 

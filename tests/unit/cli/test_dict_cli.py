@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,51 @@ def test_every_variant_and_option_errors(setup: dict[str, Path], monkeypatch: py
     code, out = _run(["dict", "harvest", "--model", str(setup["model"]), "--hooks", "blocks.0.hook_resid_pots",
                       "--tokens", "10", "--out", str(root / "bad"), "--corpus", str(setup["corpus"])], monkeypatch, root)
     assert code == 2 and "Did you mean" in out
+
+
+def test_jumprelu_init_threshold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--init-threshold reaches JumpReLUConfig.init_threshold and the initial threshold parameter;
+    invalid values and other architectures are refused with the config's message."""
+    import torch
+
+    from mechscope.activations.store import ActivationStore
+    from mechscope.dictionaries import io
+
+    store = ActivationStore.create(tmp_path / "acts", {HOOK: (32,)}, shard_rows=256)
+    store.append({HOOK: torch.randn(512, 32, generator=torch.Generator().manual_seed(0))})
+    store.finish()
+    base = ["dict", "train", "--activations", str(tmp_path / "acts"), "--d-sae", "16", "--batch-size", "64",
+            "--steps", "2", "--buffer-rows", "128", "--lr", "1e-4"]
+    code, out = _run([*base, "--arch", "jumprelu", "--init-threshold", "0.3", "--out", str(tmp_path / "j")],
+                     monkeypatch, tmp_path)
+    assert code == 0, out
+    d = io.load(tmp_path / "j" / "dictionary")
+    assert d.cfg.init_threshold == 0.3  # type: ignore[attr-defined]
+    # two Adam steps at lr 1e-4 move it by at most ~2e-4 from 0.3 (the default would be 0.001)
+    assert torch.allclose(d.threshold, torch.full((16,), 0.3), atol=1e-3)  # type: ignore[arg-type]
+    code, out = _run([*base, "--arch", "jumprelu", "--init-threshold", "-0.5", "--out", str(tmp_path / "bad")],
+                     monkeypatch, tmp_path)
+    assert code == 2 and "init_threshold must be finite and >= 0" in out
+    code, out = _run([*base, "--arch", "topk", "--k", "4", "--init-threshold", "0.3", "--out", str(tmp_path / "bad2")],
+                     monkeypatch, tmp_path)
+    assert code == 2 and "['init_threshold'] do not apply to 'topk'" in out
+
+
+def test_crosscoder_train_and_eval(setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A crosscoder over two layers trained from the CLI records its hooks, so `dict eval` splices it."""
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    code, out = _run(["dict", "harvest", "--model", str(setup["model"]), "--hooks", ",".join(hooks), "--tokens", "256",
+                      "--out", str(tmp_path / "acts"), "--corpus", str(setup["corpus"]), "--seq-len", "32"],
+                     monkeypatch, tmp_path)
+    assert code == 0, out
+    code, out = _run(["dict", "train", "--activations", str(tmp_path / "acts"), "--arch", "crosscoder",
+                      "--hook", hooks[0], "--hook", hooks[1], "--d-sae", "32", "--out", str(tmp_path / "cc"),
+                      "--batch-size", "64", "--steps", "3", "--buffer-rows", "128"], monkeypatch, tmp_path)
+    assert code == 0, out
+    code, out = _run(["dict", "eval", str(tmp_path / "cc"), "--model", str(setup["model"]), "--corpus",
+                      str(setup["corpus"]), "--n-seq", "2", "--seq-len", "16", "--json"], monkeypatch, tmp_path)
+    assert code == 0, out
+    res = json.loads(out[out.index("{"):])
+    assert res["reads"] == hooks and res["writes"] == hooks and res["n_tokens"] == 2 * 15
+    # a random model: zeroing its residual stream gives uniform predictions (CE = ln 257), only check sanity
+    assert res["ce_loss_zero"] == pytest.approx(math.log(257), rel=1e-4) and res["fvu"] > 0 and res["l0"] > 0

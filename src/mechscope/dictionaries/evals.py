@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from mechscope.dictionaries.base import Dictionary
-from mechscope.dictionaries.splice import HookArg, SpliceSites, splice, splice_sites
+from mechscope.dictionaries.splice import HookArg, SpliceSites, splice_at, splice_sites
 from mechscope.errors import ConfigError, ShapeError
 
 
@@ -156,8 +156,7 @@ def _run_spliced(model: Any, d: Dictionary, sites: SpliceSites, tokens: Tensor, 
         mask = keep.view(*keep.shape, *([1] * (x.dim() - 2)))
         return torch.where(mask, x, clean[hp.name.rsplit(".", 1)[0]].reshape(x.shape).to(x.dtype))
 
-    with splice(model, d, sites.reads if len(sites.reads) > 1 else sites.reads[0],
-                target_hook=sites.writes[0] if sites.writes != sites.reads else None) as s:
+    with splice_at(model, d, sites) as s:
         names = [s["recons"], s["acts_post"]]
         with model.hooks(fwd=[*[(n, grab) for n in names], *[(n, only_kept) for n in s.output_names]]):
             logits = model(tokens)

@@ -341,8 +341,21 @@ def _splice_transcoder(model: Any, d: Dictionary, sites: SpliceSites, use_error_
         recons, clean = reconstruct(d, xf, use_error_term)
         return combine(recons, clean, yf, error_hp, output_hp).reshape(y.shape)
 
-    with model.mount_hook_points(h_out, points), model.hooks(fwd=[(h_in, read), (h_out, write)]):
+    def forget(module: Any, args: Any, out: Any) -> None:  # an input never outlives its model call
+        pending.clear()
+
+    with model.mount_hook_points(h_out, points), model.hooks(fwd=[(h_in, read), (h_out, write)]), \
+            _removing(model.register_forward_hook(forget)):
         yield Splice(model, d, h_out, use_error_term, sites, {n: f"{h_out}.{n}" for n in points})
+
+
+@contextlib.contextmanager
+def _removing(handle: Any) -> Iterator[None]:
+    """Remove a torch hook handle when the block exits."""
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 @contextlib.contextmanager
@@ -367,6 +380,14 @@ def splice(model: Any, dictionary: Dictionary, hook: HookArg = None, *, target_h
         ...     logits = model(tokens)
     """
     sites = splice_sites(model, dictionary, hook, target_hook=target_hook, check_hook_name=check_hook_name)
+    with splice_at(model, dictionary, sites, use_error_term=use_error_term) as s:
+        yield s
+
+
+@contextlib.contextmanager
+def splice_at(model: Any, dictionary: Dictionary, sites: SpliceSites, *,
+              use_error_term: bool = False) -> Iterator[Splice]:
+    """:func:`splice` at sites already resolved (and checked) by :func:`splice_sites`."""
     if isinstance(dictionary.cfg, CrosscoderConfig):
         from mechscope.dictionaries.splice_crosscoder import splice_crosscoder
 
@@ -379,5 +400,5 @@ def splice(model: Any, dictionary: Dictionary, hook: HookArg = None, *, target_h
         yield s
 
 
-__all__ = ["splice", "Splice", "SpliceSites", "splice_sites", "check_compatible", "suspended", "reconstruct",
+__all__ = ["splice", "splice_at", "Splice", "SpliceSites", "splice_sites", "check_compatible", "suspended", "reconstruct",
            "combine", "flatten", "LOCAL_NAMES", "INTERNAL"]

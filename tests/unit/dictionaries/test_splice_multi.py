@@ -150,8 +150,14 @@ def test_transcoder_error_term_reproduces_clean_logits(model: HookedTransformer,
         assert s["error"] == f"{T_OUT}.hook_sae_error"
         torch.testing.assert_close(model(tokens), clean, atol=1e-5, rtol=0)  # LN un-fused when hooked: ~1e-7
     exact = random_transcoder(f"blocks.{L}.hook_mlp_in", T_OUT, skip=False)
+    # bit for bit against the same forward path (a hooked point may skip a fused residual add)
+    noop = [(h, lambda a, hook: a) for h in (f"blocks.{L}.hook_mlp_in", T_OUT)]
+    with model.hooks(fwd=noop):
+        clean_hooked = model(tokens)
     with splice(model, exact, use_error_term=True) as s:
-        assert torch.equal(model(tokens), clean)  # bit for bit
+        out = model(tokens)
+        assert torch.equal(out, clean_hooked)
+        torch.testing.assert_close(out, clean, atol=1e-5, rtol=0)
         # ablating latent j changes the MLP output by exactly -acts_j W_dec[j]
         _, cache = model.run_with_cache(tokens, names=[s["acts_post"]])
         acts = cache[s["acts_post"]]
@@ -232,9 +238,12 @@ def test_perfect_crosscoder_recovers_all_loss(model: HookedTransformer, tokens: 
 @torch.no_grad()
 def test_crosscoder_error_term_and_latent_edits(model: HookedTransformer, tokens: torch.Tensor) -> None:
     cc = random_crosscoder()
-    clean_logits, clean = model.run_with_cache(tokens, names=list(CC_HOOKS))
+    clean_logits, clean = model.run_with_cache(tokens, names=list(CC_HOOKS))  # same (hooked) forward path
+    unhooked = model(tokens)
     with splice(model, cc, use_error_term=True) as s:
-        assert torch.equal(model(tokens), clean_logits)
+        out = model(tokens)
+        assert torch.equal(out, clean_logits)
+        torch.testing.assert_close(out, unhooked, atol=1e-5, rtol=0)
         _, cache = model.run_with_cache(tokens, names=[s["acts_post"]])
         acts = cache[s["acts_post"]]
         j = int(acts.ne(0).sum((0, 1)).argmax())
@@ -294,3 +303,17 @@ def test_crosscoder_errors(model: HookedTransformer, tokens: torch.Tensor) -> No
         with pytest.raises(ConfigError, match="without a collection pass"):
             model.run_blocks(model.embed(tokens), 0)
     assert not any("sae" in n for n in model.hook_dict)
+
+
+def test_transcoder_across_blocks_and_stale_inputs(model: HookedTransformer, tokens: torch.Tensor) -> None:
+    """Reading block 0's residual to predict block 1's MLP output works; an input recorded by a call that
+    stopped before the target is not reused by a later ``run_blocks`` (which raises instead)."""
+    tc = random_transcoder("blocks.0.hook_resid_post", T_OUT, skip=True)
+    with torch.no_grad():
+        _, clean = model.run_with_cache(tokens, names=["blocks.0.hook_resid_post"])
+        want = patched(model, tokens, {T_OUT: tc(clean["blocks.0.hook_resid_post"]).recons})
+        with splice(model, tc):
+            torch.testing.assert_close(model(tokens), want)
+            resid = model(tokens, stop_at_layer=1)  # records the input, stops before the target
+            with pytest.raises(ConfigError, match="ran before its input hook"):
+                model.run_blocks(resid, 1)

@@ -344,18 +344,11 @@ def _splice_transcoder(model: Any, d: Dictionary, sites: SpliceSites, use_error_
     def forget(module: Any, args: Any, out: Any) -> None:  # an input never outlives its model call
         pending.clear()
 
-    with model.mount_hook_points(h_out, points), model.hooks(fwd=[(h_in, read), (h_out, write)]), \
-            _removing(model.register_forward_hook(forget)):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(model.mount_hook_points(h_out, points))
+        stack.enter_context(model.hooks(fwd=[(h_in, read), (h_out, write)]))
+        stack.callback(model.register_forward_hook(forget).remove)
         yield Splice(model, d, h_out, use_error_term, sites, {n: f"{h_out}.{n}" for n in points})
-
-
-@contextlib.contextmanager
-def _removing(handle: Any) -> Iterator[None]:
-    """Remove a torch hook handle when the block exits."""
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 @contextlib.contextmanager

@@ -125,6 +125,10 @@ class TrainContext(NamedTuple):
     """Bool ``[d_sae]``: latents that have not fired for the trainer's dead window (None before known)."""
     step: int
     """Index of this optimiser step."""
+    stats: bool = True
+    """Whether this step's ``TrainOutput.fired`` must be exact counts and ``l0`` exact (the trainer asks
+    only on logging steps). When False, fast paths may return ``fired`` as 0/1 (whether each latent fired
+    at all: all that dead-latent tracking needs) and ``l0`` as NaN, saving passes over ``[batch d_sae]``."""
 
 
 class TrainOutput(NamedTuple):
@@ -149,6 +153,15 @@ class TrainOutput(NamedTuple):
 def zero(ref: Tensor) -> Tensor:
     """A 0-dim zero with ``ref``'s dtype and device."""
     return ref.new_zeros(())
+
+
+def compute_dtype(ref: Tensor) -> torch.dtype:
+    """The dtype heavy matmuls run in: bf16 under a CPU/CUDA autocast to bf16, else ``ref``'s dtype."""
+    dev = ref.device.type
+    if torch.is_autocast_enabled(dev) and torch.get_autocast_dtype(dev) == torch.bfloat16:
+        return torch.bfloat16
+    return ref.dtype
+
 
 
 class Dictionary(HookedModule):

@@ -91,6 +91,18 @@ def code_from_flat(flat: Tensor, n_rows: int, d_sae: int) -> SparseCode:
     return build_code(rows, flat - rows * d_sae, n_rows, d_sae)
 
 
+@torch.no_grad()
+def exact_pre(code: SparseCode, x_c: Tensor, W_enc: Tensor, b_enc: Tensor) -> Tensor:
+    """``[nnz]`` pre-activations ``x_c @ W_enc + b_enc`` at the ``code`` pairs only, in ``W_enc``'s dtype.
+
+    A sampled matmul (``nnz * d_in`` work). Used when the dense encode that *chose* the pairs ran in a lower
+    precision (bf16 autocast): the selection may round, the values and everything after them do not.
+    """
+    base = code.by_row(b_enc[code.cols].to(W_enc.dtype))
+    with torch.autocast(x_c.device.type, enabled=False):
+        return torch.sparse.sampled_addmm(base, x_c.to(W_enc.dtype), W_enc).values()
+
+
 class _GatherPre(torch.autograd.Function):
     """Chosen pre-activations; backward is sparse in W_enc and b_enc (see module docstring)."""
 
@@ -170,5 +182,5 @@ def fired_counts(code: SparseCode, values: Tensor, d_sae: int) -> Tensor:
     return torch.bincount(code.cols[values != 0], minlength=d_sae)
 
 
-__all__ = ["SparseCode", "build_code", "code_from_topk", "code_from_flat", "gather_pre", "sparse_decode", "to_dense",
+__all__ = ["SparseCode", "build_code", "exact_pre", "code_from_topk", "code_from_flat", "gather_pre", "sparse_decode", "to_dense",
            "fired_counts"]

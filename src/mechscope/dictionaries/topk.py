@@ -77,6 +77,8 @@ class TopKDictionary(Dictionary):
         with torch.no_grad():
             pre = self.pre_acts(x_c)
         code, pre_vals = self._select(pre, ctx)
+        if pre_vals.dtype != self.W_enc.dtype:  # chosen under bf16 autocast: recompute the values exactly
+            pre_vals = so.exact_pre(code, x_c, self.W_enc, self.b_enc)
         b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
         vals = so.gather_pre(x_c, self.W_enc, self.b_enc, b_dec, code, pre_vals).relu()
         recons = so.sparse_decode(code, vals, self.W_dec) + self.b_dec + self.skip(x_c)
@@ -103,8 +105,11 @@ class TopKDictionary(Dictionary):
         with torch.no_grad():
             top = pre.masked_fill(~dead, -torch.inf).topk(k_aux, dim=-1, sorted=False)
         code = so.code_from_topk(top.indices, self.cfg.d_sae)
+        aux_vals = top.values.reshape(-1)
+        if aux_vals.dtype != self.W_enc.dtype:
+            aux_vals = so.exact_pre(code, x_c, self.W_enc, self.b_enc)
         b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
-        vals = so.gather_pre(x_c, self.W_enc, self.b_enc, b_dec, code, top.values.reshape(-1)).relu()
+        vals = so.gather_pre(x_c, self.W_enc, self.b_enc, b_dec, code, aux_vals).relu()
         residual = (target - recons).detach()
         err = so.sparse_decode(code, vals, self.W_dec) - residual
         scale = min(n_dead / k_aux_full, 1.0)

@@ -107,3 +107,21 @@ def test_jumprelu_pass_through_gradient_and_no_step_gradient_to_input() -> None:
     assert x.grad is None or (x.grad == 0).all()
     # rectangle kernel: only x within eps/2 of theta contributes: none here -> zero threshold gradient
     torch.testing.assert_close(theta.grad, torch.zeros(3))
+
+
+def test_relu_fused_path_equals_dense_autograd() -> None:
+    """ReLU's hand-written backward (in-place ReLU, L1 fused into the matmul bias) equals autograd exactly."""
+    for apply_b_dec in (True, False):
+        d = build("relu", apply_b_dec_to_input=apply_b_dec, input_scale=1.7, output_scale=1.7).double()
+        x = torch.randn(9, D_IN, dtype=torch.float64)
+        ctx = TrainContext(0.7, None, 0)
+        fast_out, ref_out = d.training_losses(x, x, ctx), Dictionary.training_losses(d, x, x, ctx)
+        assert torch.equal(fast_out.fired, ref_out.fired) and float(fast_out.l0) == float(ref_out.l0)
+        torch.testing.assert_close(fast_out.loss, ref_out.loss, rtol=1e-12, atol=0)
+        fast, ref = _grads(d, fast_out.loss), _grads(d, ref_out.loss)
+        assert fast.keys() == ref.keys() == {"W_enc", "b_enc", "W_dec", "b_dec"}
+        for name in fast:
+            torch.testing.assert_close(fast[name], ref[name], rtol=1e-10, atol=1e-12)
+    # off logging steps only whether each latent fired is promised (0/1), and l0 is NaN
+    quick = d.training_losses(x, x, TrainContext(1.0, None, 0, stats=False))
+    assert torch.equal(quick.fired, (ref_out.fired > 0).long()) and math.isnan(float(quick.l0))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mechscope.dictionaries import io
-from mechscope.dictionaries.base import geometric_median
+from mechscope.dictionaries.base import TrainContext, geometric_median
 from mechscope.dictionaries.train import Trainer, TrainerConfig
 from mechscope.dictionaries.train.trainer import expected_norm_scale
 from mechscope.errors import ConfigError
@@ -96,3 +96,37 @@ def test_transcoder_trains_on_pairs() -> None:
     tr = Trainer(d, TrainerConfig(total_steps=40, progress=False, log_every=1, lr=1e-2))
     tr.fit(iter(data))
     assert tr.history[-1]["mse"] < 0.5 * tr.history[0]["mse"]
+
+
+@pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu", "gated"])
+def test_bfloat16_precision_trains_like_float32(arch: str) -> None:
+    """bf16 autocast: float32 parameters throughout, and a reconstruction error within 25% of float32's."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, D_IN, generator=g) @ torch.randn(D_IN, D_IN, generator=g)
+    final = {}
+    for precision in ("float32", "bfloat16"):
+        d = build(arch)
+        tr = Trainer(d, TrainerConfig(total_steps=150, lr=3e-3, log_every=10, progress=False, precision=precision))
+        tr.fit(x for _ in range(150))
+        assert all(p.dtype == torch.float32 for p in d.parameters())
+        final[precision] = tr.history[-1]["mse"]
+        assert final[precision] < 0.5 * tr.history[0]["mse"]
+    assert abs(final["bfloat16"] - final["float32"]) <= 0.25 * final["float32"]
+    with pytest.raises(ConfigError, match="precision"):
+        TrainerConfig(total_steps=1, precision="float16")
+
+
+def test_topk_bfloat16_values_are_recomputed_exactly() -> None:
+    """Under autocast the dense encode only *chooses* latents; the kept values equal the float32 formula."""
+    from mechscope.dictionaries import sparse_ops as so
+
+    d = build("topk")
+    x = torch.randn(32, D_IN)
+    x_c = d.center(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pre = d.pre_acts(x_c)
+    code, vals = d._select(pre, TrainContext(1.0, None, 0))
+    assert vals.dtype == torch.bfloat16
+    exact = so.exact_pre(code, x_c, d.W_enc, d.b_enc)
+    ref = (x_c @ d.W_enc + d.b_enc)[code.rows, code.cols]
+    torch.testing.assert_close(exact, ref, rtol=1e-6, atol=1e-6)

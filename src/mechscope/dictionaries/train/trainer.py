@@ -110,8 +110,10 @@ class Trainer:
     def train_step(self, x: Tensor, target: Tensor) -> TrainOutput:
         """One optimiser step on ``x`` predicting ``target``; returns the step's losses."""
         d, cfg = self.dictionary, self.cfg
-        ctx = TrainContext(cfg.sparsity_scale_at(self.step), self.dead_mask if self.step else None, self.step)
-        out = d.training_losses(x, target, ctx)
+        logs = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == cfg.total_steps
+        ctx = TrainContext(cfg.sparsity_scale_at(self.step), self.dead_mask if self.step else None, self.step, logs)
+        with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16"):
+            out = d.training_losses(x, target, ctx)
         out.loss.backward()
         d.before_optimizer_step()
         if cfg.grad_clip_norm is not None:

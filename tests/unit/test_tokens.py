@@ -16,6 +16,7 @@ from mechscope.errors import ModelFileError, ShapeError, TokenError
 from mechscope.models.gguf import gguf_add_bos, gguf_tokenizer
 from mechscope.models.registry import locate_gguf
 from mechscope.tokens import Tokenizer
+from tests.typecheck import ill_typed
 
 # ----- toy vocabularies ------------------------------------------------------------------------------
 
@@ -74,7 +75,7 @@ def test_batches_padding_and_masks() -> None:
     assert torch.equal(tok.to_tokens(texts), right.tokens) and right.tokens.dtype == torch.long
     no_pad = Tokenizer.integers(5).encode_batch(["1 2", "3"])
     assert no_pad.tokens.tolist() == [[1, 2], [3, 0]] and no_pad.attention_mask.tolist() == [[1, 1], [1, 0]]
-    with pytest.raises(TokenError, match="padding_side"):
+    with pytest.raises(TokenError, match="padding_side"), ill_typed():
         tok.encode_batch(texts, padding_side="middle")  # type: ignore[arg-type]
     with pytest.raises(TokenError, match="non-empty list"):
         tok.encode_batch([])

@@ -18,6 +18,7 @@ from mechscope.analysis.heads import (
 from mechscope.errors import ShapeError
 from mechscope.models.config import AttentionConfig, ModelConfig, NormConfig
 from mechscope.models.transformer import HookedTransformer
+from tests.typecheck import ill_typed
 from tests.unit.analysis.handbuilt import handbuilt_induction_model
 
 
@@ -61,7 +62,7 @@ def test_pattern_scores_is_mass_on_target_and_checks_shape() -> None:
     p = torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.5, 0.0]]).expand(1, 1, 1, 2, 3)  # l b h q k
     target = torch.tensor([[[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]])
     assert float(pattern_scores(p.contiguous(), target)) == pytest.approx((1.0 + 0.5) / 2)
-    with pytest.raises(ShapeError):
+    with pytest.raises(ShapeError), ill_typed():
         pattern_scores(p.contiguous(), torch.ones(1, 3, 3))
     # uniform causal attention on the previous-token target of length 4: rows 1..3 give 1/2, 1/3, 1/4
     assert uniform_baseline(previous_token_target(torch.zeros(1, 4, dtype=torch.long))) == pytest.approx(

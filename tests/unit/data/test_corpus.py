@@ -10,6 +10,7 @@ import pytest
 
 from mechscope.data.corpus import CorpusConfig, iter_documents, load_corpus
 from mechscope.errors import ConfigError, ModelFileError
+from tests.typecheck import ill_typed
 
 
 def _write_docs(tmp_path: Path, n: int = 40) -> Path:
@@ -78,7 +79,7 @@ def test_jsonl_and_named_sources(tmp_path: Path) -> None:
 def test_config_validation() -> None:
     with pytest.raises(ConfigError, match="val_fraction"):
         CorpusConfig(val_fraction=1.0)
-    with pytest.raises(ConfigError, match="tokenizer"):
+    with pytest.raises(ConfigError, match="tokenizer"), ill_typed():
         CorpusConfig(tokenizer="gpt2")  # type: ignore[arg-type]
 
 

@@ -10,6 +10,7 @@ import torch
 from mechscope.data.prompts import make_pairs
 from mechscope.data.tasks.ioi import NAMES, TEMPLATES, ioi_pairs, single_token_names
 from mechscope.errors import ConfigError, ShapeError, TokenError
+from tests.typecheck import ill_typed
 
 
 class WordTokenizer:
@@ -72,7 +73,7 @@ def test_single_token_filter_and_errors():
         ioi_pairs(tok, 2, names=["Mary", "John"])
     with pytest.raises(ConfigError, match="slots"):
         ioi_pairs(tok, 2, template="no slots here")
-    with pytest.raises(ConfigError, match="order"):
+    with pytest.raises(ConfigError, match="order"), ill_typed():
         ioi_pairs(tok, 2, order="AABB")  # type: ignore[arg-type]
 
 

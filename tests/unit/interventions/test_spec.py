@@ -9,6 +9,7 @@ from mechscope.errors import ConfigError, HookNameError, ShapeError
 from mechscope.hooks.module import live_hook_leaks
 from mechscope.interventions.apply import intervene, run_with_interventions
 from mechscope.interventions.spec import Ablate, Add, Patch, Replace
+from tests.typecheck import ill_typed
 from tests.unit.interventions.conftest import gpt2_like
 
 Z = "blocks.1.attn.hook_z"
@@ -77,8 +78,8 @@ def test_errors(pair):
     clean, *_ = pair
     with pytest.raises(ConfigError, match="values="):
         Ablate(hook=Z, kind="mean")
-    with pytest.raises(ConfigError, match="kind"):
-        Ablate(hook=Z, kind="median")
+    with pytest.raises(ConfigError, match="kind"), ill_typed():
+        Ablate(hook=Z, kind="median")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="no n_heads"):
         run_with_interventions(model, clean, [Ablate(hook=R, heads=[0])])
     with pytest.raises(ConfigError, match="out of range"):

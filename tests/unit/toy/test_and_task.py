@@ -9,6 +9,7 @@ import torch
 
 from mechscope.errors import ConfigError
 from mechscope.toy.and_task import AndMLP, AndTaskConfig, and_dataset, and_metrics, train_and_sweep
+from tests.typecheck import ill_typed
 
 
 def test_dataset_matches_brute_force() -> None:
@@ -53,7 +54,7 @@ def test_width_sweep_equals_each_width_alone() -> None:
 
 
 def test_bad_config_rejected() -> None:
-    with pytest.raises(ConfigError, match="objective"):
+    with pytest.raises(ConfigError, match="objective"), ill_typed():
         AndTaskConfig(objective="hinge")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="widths"):
         AndTaskConfig(widths=())

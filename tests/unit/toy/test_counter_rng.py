@@ -7,6 +7,7 @@ import torch
 
 from mechscope.errors import ConfigError
 from mechscope.toy import counter_rng
+from tests.typecheck import ill_typed
 
 
 def test_rows_depend_only_on_their_own_seed() -> None:
@@ -40,5 +41,5 @@ def test_uniform_and_normal_moments() -> None:
 def test_bad_seeds_are_rejected() -> None:
     with pytest.raises(ConfigError, match="2\\*\\*31"):
         counter_rng.check_seeds(torch.tensor([-1], dtype=torch.int64))
-    with pytest.raises(ConfigError, match="int64"):
+    with pytest.raises(ConfigError, match="int64"), ill_typed():
         counter_rng.check_seeds(torch.tensor([1.0]))

@@ -23,6 +23,7 @@ from mechscope.train import (
     train,
 )
 from mechscope.train import checkpoint as ck
+from tests.typecheck import ill_typed
 
 
 def _setup() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
@@ -57,7 +58,7 @@ def test_lr_schedules_match_formulas() -> None:
     assert cos.lr_at(60) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi / 2)).item()))
     assert cos.lr_at(110) == pytest.approx(0.1)
     assert cfg.replace(schedule="constant").lr_at(100) == 1.0
-    with pytest.raises(ConfigError, match="schedule"):
+    with pytest.raises(ConfigError, match="schedule"), ill_typed():
         TrainConfig(steps=10, schedule="exp")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="steps"):
         TrainConfig(steps=0)
@@ -216,5 +217,5 @@ def test_bfloat16_precision_autocasts_the_step_but_keeps_float32_state(tmp_path:
     assert all(p.dtype == torch.float32 for p in model.parameters())
     first = read_metrics(tmp_path)[0]["loss"]
     assert read_metrics(tmp_path)[-2]["loss"] < 0.7 * first
-    with pytest.raises(ConfigError, match="precision"):
+    with pytest.raises(ConfigError, match="precision"), ill_typed():
         TrainConfig(steps=1, precision="fp16")  # type: ignore[arg-type]

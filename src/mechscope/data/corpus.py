@@ -24,6 +24,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
+from jaxtyping import Int, Integer
 
 from mechscope.data.documents import NAMED_CORPORA, Document, iter_documents
 from mechscope.errors import ConfigError, ModelFileError
@@ -129,7 +130,7 @@ class TokenSplit:
     ``(seed, step)``, so a resumed run sees exactly the batches it would have seen.
     """
 
-    tokens: np.ndarray
+    tokens: Integer[np.ndarray, " n_tokens"]
     """Token ids [n_tokens] (uint16/uint32 memmap)."""
     d_vocab: int
     """Vocabulary size of the tokenizer that made them."""
@@ -145,7 +146,9 @@ class TokenSplit:
         """Number of whole chunks of ``seq_len`` tokens."""
         return len(self) // seq_len
 
-    def chunks(self, indices: np.ndarray | list[int], seq_len: int) -> torch.Tensor:
+    def chunks(
+        self, indices: Integer[np.ndarray, " n"] | list[int], seq_len: int
+    ) -> Int[torch.Tensor, "n seq_len"]:
         """Chunks ``indices`` as a long tensor [len(indices) seq_len] (one fancy-index, no loop)."""
         idx = np.asarray(indices, dtype=np.int64)
         n = self.n_chunks(seq_len)
@@ -154,7 +157,9 @@ class TokenSplit:
         rows = idx[:, None] * seq_len + np.arange(seq_len)[None, :]
         return torch.from_numpy(self.tokens[rows].astype(np.int64))
 
-    def batch_at(self, step: int, batch_size: int, seq_len: int, seed: int = 0) -> torch.Tensor:
+    def batch_at(
+        self, step: int, batch_size: int, seq_len: int, seed: int = 0
+    ) -> Int[torch.Tensor, "batch seq_len"]:
         """Training batch ``step`` [batch_size seq_len]: chunks in a fresh seeded permutation per epoch."""
         n = self.n_chunks(seq_len)
         if n < batch_size:
@@ -165,14 +170,16 @@ class TokenSplit:
         perm = np.random.default_rng([seed, epoch]).permutation(n)
         return self.chunks(perm[k * batch_size:(k + 1) * batch_size], seq_len)
 
-    def batches(self, batch_size: int, seq_len: int, seed: int = 0, start_step: int = 0) -> Iterator[torch.Tensor]:
+    def batches(
+        self, batch_size: int, seq_len: int, seed: int = 0, start_step: int = 0
+    ) -> Iterator[Int[torch.Tensor, "batch seq_len"]]:
         """Endless training batches from ``start_step`` on (see :meth:`batch_at`)."""
         step = start_step
         while True:
             yield self.batch_at(step, batch_size, seq_len, seed)
             step += 1
 
-    def eval_chunks(self, n: int, seq_len: int) -> torch.Tensor:
+    def eval_chunks(self, n: int, seq_len: int) -> Int[torch.Tensor, "n seq_len"]:
         """``n`` chunks evenly spread over the split [n seq_len], the same every call."""
         total = self.n_chunks(seq_len)
         if total == 0:
@@ -180,7 +187,7 @@ class TokenSplit:
                               f"{seq_len}: use a bigger corpus or a larger val_fraction")
         return self.chunks(np.linspace(0, total - 1, min(n, total)).round().astype(np.int64), seq_len)
 
-    def bigram_counts(self, block: int = 1 << 22) -> np.ndarray:
+    def bigram_counts(self, block: int = 1 << 22) -> Int[np.ndarray, "d_vocab d_vocab"]:
         """Counts [d_vocab d_vocab] of adjacent pairs (row = first token), streamed in blocks."""
         v = self.d_vocab
         counts = np.zeros(v * v, dtype=np.int64)
@@ -267,7 +274,7 @@ class CorpusBatches:
         self.split, self.batch_size, self.seq_len, self.seed = split, batch_size, seq_len, seed
         self.step = 0
 
-    def next_batch(self) -> torch.Tensor:
+    def next_batch(self) -> Int[torch.Tensor, "batch seq_len_plus_1"]:
         """Tokens [batch_size seq_len+1] of the next update."""
         batch = self.split.batch_at(self.step, self.batch_size, self.seq_len + 1, self.seed)
         self.step += 1

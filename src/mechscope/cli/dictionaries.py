@@ -17,6 +17,7 @@ from pathlib import Path
 import typer
 
 from mechscope.cli.common import fail_cleanly, load_model
+from mechscope.errors import ConfigError
 
 app = typer.Typer(help="Sparse dictionaries: harvest activations, train, evaluate.", no_args_is_help=True,
                   add_completion=False)
@@ -36,6 +37,9 @@ def harvest(
     tokenizer: str = typer.Option("auto", "--tokenizer", help="auto | smollm2 | bytes (corpus tokenisation)."),
     shard_rows: int = typer.Option(65536, "--shard-rows", help="Rows per shard file."),
     seed: int = typer.Option(0, "--seed", help="Seed of the chunk order."),
+    model_dtype: str = typer.Option("float32", "--model-dtype", help="float32 | bfloat16: run the model in this dtype "
+                                    "(bf16 is several times faster on CPUs with AMX; recorded in the manifest)."),
+    dtype: str = typer.Option("float32", "--dtype", help="Store dtype: float32 | bfloat16 | float16."),
 ) -> None:
     """Stream a corpus through the model and store activations of HOOKS (one pass, stops after the last block)."""
     import torch
@@ -43,11 +47,13 @@ def harvest(
     from mechscope.experiments.dictionaries import harvest as run
 
     with fail_cleanly():
-        m = load_model(model)
+        if model_dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"--model-dtype must be float32 or bfloat16, got {model_dtype!r}")
+        m = load_model(model).to(getattr(torch, model_dtype))
         with torch.inference_mode():
             store = run(m, [h.strip() for h in hooks.split(",") if h.strip()], tokens, out, corpus=corpus,
                         seq_len=seq_len, batch_size=batch_size, tokenizer=tokenizer, shard_rows=shard_rows,
-                        seed=seed, model_name=model)
+                        seed=seed, model_name=model, dtype=dtype)
         typer.echo(json.dumps({"out": str(out), "rows": store.n_rows, "hooks": store.hooks,
                                "shards": len(store.manifest["shards"])}))
 
@@ -72,6 +78,8 @@ def train(
     lr: float = typer.Option(4e-4, "--lr", help="Peak Adam learning rate."),
     buffer_rows: int = typer.Option(2**17, "--buffer-rows", help="Mixing-buffer capacity (rows)."),
     seed: int = typer.Option(0, "--seed", help="Seed of data order and initialisation."),
+    precision: str = typer.Option("float32", "--precision", help="float32 | bfloat16 (autocast matmuls, float32 "
+                                  "weights and Adam; several times faster on CPUs with AMX)."),
 ) -> None:
     """Train a dictionary on harvested activations (rerun the same command to resume)."""
     from mechscope.experiments.dictionaries import train_on_store
@@ -82,7 +90,8 @@ def train(
         options["hook_names"] = tuple(hook)  # recorded so `dict eval` can splice it without --hook
     with fail_cleanly():
         d = train_on_store(activations, out, arch, d_sae=d_sae, options=options, hooks=hook, batch_size=batch_size,
-                           steps=steps, epochs=epochs, lr=lr, buffer_rows=buffer_rows, seed=seed)
+                           steps=steps, epochs=epochs, lr=lr, buffer_rows=buffer_rows, seed=seed,
+                           precision=precision)
     typer.echo(json.dumps({"out": str(out / "dictionary"), "arch": d.cfg.architecture, "d_in": d.cfg.d_in,
                            "d_sae": d.cfg.d_sae, "hook": d.cfg.hook_name}))
 
@@ -104,7 +113,6 @@ def evaluate(
     import torch
 
     from mechscope.dictionaries.evals import EvalConfig, evaluate_many
-    from mechscope.errors import ConfigError
     from mechscope.experiments.dictionaries import eval_tokens, load_dictionary_dir
 
     with fail_cleanly():

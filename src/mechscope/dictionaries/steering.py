@@ -25,7 +25,7 @@ from mechscope.errors import ConfigError
 
 
 def steering_vector(dictionary: Dictionary, latent: int, *, normalize: bool = False) -> Tensor:
-    """The direction latent ``latent`` writes, in the activation's units ``[d_in]``."""
+    """The direction latent ``latent`` writes, in the output activation's units ``[d_out]``."""
     if not 0 <= latent < dictionary.cfg.d_sae:
         raise ConfigError(f"latent must be in [0, {dictionary.cfg.d_sae}), got {latent}")
     if dictionary.W_dec.dim() != 2:
@@ -36,10 +36,13 @@ def steering_vector(dictionary: Dictionary, latent: int, *, normalize: bool = Fa
 
 def steering_spec(dictionary: Dictionary, latent: int, scale: float, *, hook: str | None = None,
                   positions: Any = None, normalize: bool = False) -> Any:
-    """An ``interventions.Add`` spec adding ``scale *`` the latent's direction at ``hook`` (default: its own)."""
+    """An ``interventions.Add`` spec adding ``scale *`` the latent's direction at ``hook``.
+
+    Default hook: where the latent *writes*: the SAE's own hook, a transcoder's target hook.
+    """
     from mechscope.interventions.spec import Add
 
-    name = hook or dictionary.cfg.hook_name
+    name = hook or getattr(dictionary.cfg, "target_hook_name", None) or dictionary.cfg.hook_name
     if name is None:
         raise ConfigError("the dictionary names no hook_name; pass hook=...")
     return Add(hook=name, vector=steering_vector(dictionary, latent, normalize=normalize), scale=float(scale),

@@ -64,12 +64,16 @@ def eval_tokens(model: Any, corpus: str = "stdlib-docs", *, split: str = "val", 
 
 def harvest(model: Any, hooks: Sequence[str], n_tokens: int, out: str | Path, *, corpus: str = "stdlib-docs",
             seq_len: int = 128, batch_size: int = 16, tokenizer: str = "auto", shard_rows: int = 65536,
-            seed: int = 0, model_name: str | None = None, progress: bool = True) -> Any:
-    """Harvest ``n_tokens`` rows of ``hooks`` from the training split into a store at ``out`` (resumable)."""
+            seed: int = 0, model_name: str | None = None, progress: bool = True, dtype: str = "float32") -> Any:
+    """Harvest ``n_tokens`` rows of ``hooks`` from the training split into a store at ``out`` (resumable).
+
+    ``dtype`` is the store's (``bfloat16`` halves the disk); the model's own dtype is recorded in the manifest.
+    """
     split = corpus_split(model, corpus, "train", tokenizer)
     src = ActivationSource(model, hooks, split, SourceConfig(seq_len=seq_len, batch_size=batch_size, seed=seed))
-    return src.harvest(out, n_tokens, shard_rows=shard_rows, progress=progress,
-                       metadata={"model": model_name, "corpus": corpus, "split": "train"})
+    model_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return src.harvest(out, n_tokens, shard_rows=shard_rows, progress=progress, dtype=dtype,
+                       metadata={"model": model_name, "corpus": corpus, "split": "train", "model_dtype": model_dtype})
 
 
 # -- training ------------------------------------------------------------------------------------------
@@ -103,11 +107,13 @@ def _stream(store: Any, hooks: list[str], kind: str, batch_size: int, capacity: 
 def train_on_store(store_dir: str | Path, out_dir: str | Path, arch: str, *, d_sae: int,
                    options: dict[str, Any] | None = None, hooks: Sequence[str] | None = None,
                    batch_size: int = 4096, steps: int | None = None, epochs: int = 1, lr: float = 4e-4,
-                   buffer_rows: int = 2**17, seed: int = 0, progress: bool = True) -> Dictionary:
+                   buffer_rows: int = 2**17, seed: int = 0, progress: bool = True,
+                   precision: str = "float32") -> Dictionary:
     """Train an ``arch`` dictionary on a store (resumes if ``out_dir`` holds a checkpoint).
 
     ``hooks``: one hook (SAE variants), ``[input, target]`` (transcoder) or several (crosscoder);
     default: the store's only hook. ``steps`` defaults to one pass over ``epochs`` x the store.
+    ``precision``: ``float32`` or ``bfloat16`` (autocast; see ``TrainerConfig.precision``).
     """
     from mechscope.activations.store import ActivationStore
     from mechscope.dictionaries.train import Trainer, TrainerConfig
@@ -132,7 +138,7 @@ def train_on_store(store_dir: str | Path, out_dir: str | Path, arch: str, *, d_s
                         lr_decay_steps=total // 5, sparsity_warmup_steps=total // 20,
                         dead_window_tokens=max(batch_size, min(1_000_000, total * batch_size // 4)),
                         out_dir=str(out_dir), checkpoint_every=max(1, total // 4), progress=progress,
-                        seed=seed)
+                        seed=seed, precision=precision)
     data = _stream(store, names, arch, batch_size, max(buffer_rows, 2 * batch_size), seed,
                    epochs=math.ceil(total * batch_size / max(store.n_rows, 1)) + 1)
     trainer = Trainer(d, cfg)
@@ -174,6 +180,10 @@ class StudyConfig:
     """Peak learning rate (short runs: a few hundred steps)."""
     eval_seqs: int = 8
     """Held-out sequences of 128 tokens for the evaluation."""
+    corpus: str = "stdlib-docs"
+    """Corpus whose validation split is evaluated (the store's corpus)."""
+    precision: str = "float32"
+    """Training precision (``float32`` or ``bfloat16`` autocast)."""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.grid) - set(_SPARSITY_OPTION))
@@ -196,11 +206,12 @@ def run_study(cfg: StudyConfig, model: Any, *, progress: bool = True) -> list[di
             t0 = time.time()
             if not (run_dir / "dictionary" / "config.json").is_file():
                 train_on_store(cfg.store, run_dir, arch, d_sae=cfg.d_sae, options={opt: value},
-                               batch_size=cfg.batch_size, epochs=cfg.epochs, lr=cfg.lr, progress=progress)
+                               batch_size=cfg.batch_size, epochs=cfg.epochs, lr=cfg.lr, progress=progress,
+                               precision=cfg.precision)
             dictionaries.append(load_dictionary_dir(run_dir))
             rows.append({"arch": arch, opt: value, "option": opt, "value": value, "run": str(run_dir),
                          "train_seconds": round(time.time() - t0, 1)})
-    tokens = eval_tokens(model, n_seq=cfg.eval_seqs)
+    tokens = eval_tokens(model, cfg.corpus, n_seq=cfg.eval_seqs)
     results = evaluate_many(model, dictionaries, tokens, cfg=EvalConfig(batch_size=4), progress=progress)
     for row, res in zip(rows, results):
         row.update({k: v for k, v in res.to_dict().items() if k != "density_histogram"})

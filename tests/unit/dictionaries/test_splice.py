@@ -168,3 +168,16 @@ def test_steering_adds_the_decoder_row_and_clamping_matches(model: HookedTransfo
         model(tokens)
     want = clean[H] + (2.0 - acts5)[..., None] * sae.W_dec[5]
     torch.testing.assert_close(got["o"], want.detach(), atol=1e-5, rtol=0)
+
+
+def test_steering_a_transcoder_adds_at_its_target_hook() -> None:
+    """A transcoder latent writes to the target hook, so steering adds its decoder row there, not at the input."""
+    from mechscope.dictionaries.steering import steering_spec
+    from mechscope.dictionaries.transcoder import Transcoder, TranscoderConfig
+
+    tc = Transcoder(TranscoderConfig(d_in=8, d_sae=16, d_out=8, hook_name="blocks.0.hook_mlp_in",
+                                               target_hook_name="blocks.0.hook_mlp_out"))
+    spec = steering_spec(tc, 3, 2.0)
+    assert spec.hook == "blocks.0.hook_mlp_out"
+    torch.testing.assert_close(spec.vector, tc.W_dec[3].detach())
+    assert steering_spec(tc, 3, 2.0, hook="blocks.0.hook_resid_mid").hook == "blocks.0.hook_resid_mid"

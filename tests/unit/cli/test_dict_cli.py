@@ -121,3 +121,25 @@ def test_crosscoder_train_and_eval(setup: dict[str, Path], monkeypatch: pytest.M
     assert res["reads"] == hooks and res["writes"] == hooks and res["n_tokens"] == 2 * 15
     # a random model: zeroing its residual stream gives uniform predictions (CE = ln 257), only check sanity
     assert res["ce_loss_zero"] == pytest.approx(math.log(257), rel=1e-4) and res["fvu"] > 0 and res["l0"] > 0
+
+
+def test_bfloat16_harvest_and_training(setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """--model-dtype/--dtype bfloat16 write a bf16 store recording the model dtype; --precision bfloat16 trains a
+    float32 dictionary from it; a bad --model-dtype is refused."""
+    code, out = _run(["dict", "harvest", "--model", str(setup["model"]), "--hooks", HOOK, "--tokens", "600",
+                      "--out", str(tmp_path / "acts"), "--corpus", str(setup["corpus"]), "--seq-len", "32",
+                      "--model-dtype", "bfloat16", "--dtype", "bfloat16"], monkeypatch, setup["root"])
+    assert code == 0, out
+    manifest = json.loads((tmp_path / "acts" / "manifest.json").read_text())
+    assert manifest["dtype"] == "bfloat16"
+    assert manifest["metadata"]["source"]["metadata"]["model_dtype"] == "bfloat16"
+    code, out = _run(["dict", "train", "--activations", str(tmp_path / "acts"), "--arch", "relu", "--d-sae", "32",
+                      "--out", str(tmp_path / "relu"), "--batch-size", "64", "--steps", "5", "--buffer-rows", "256",
+                      "--precision", "bfloat16"], monkeypatch, setup["root"])
+    assert code == 0, out
+    cfg = json.loads((tmp_path / "relu" / "dictionary" / "config.json").read_text())
+    assert cfg.get("dtype", "float32") == "float32"
+    code, out = _run(["dict", "harvest", "--model", str(setup["model"]), "--hooks", HOOK, "--tokens", "10",
+                      "--out", str(tmp_path / "bad"), "--corpus", str(setup["corpus"]), "--model-dtype", "float16"],
+                     monkeypatch, setup["root"])
+    assert code == 2 and "--model-dtype" in out

@@ -152,6 +152,10 @@ def study(
     batch_size: int = typer.Option(1024, "--batch-size", help="Tokens per step."),
     epochs: int = typer.Option(1, "--epochs", help="Passes over the store per run."),
     eval_seqs: int = typer.Option(8, "--eval-seqs", help="Held-out sequences of 128 tokens."),
+    corpus: str = typer.Option("stdlib-docs", "--corpus", help="Corpus whose validation split is evaluated "
+                               "(the store's corpus)."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate."),
+    precision: str = typer.Option("float32", "--precision", help="float32 | bfloat16 (autocast training)."),
     figure: Path | None = typer.Option(None, "--figure", help="Write the Pareto picture (PNG) here."),
 ) -> None:
     """Train every variant at 3 sparsity levels on one store, evaluate them spliced in (resumable)."""
@@ -160,7 +164,7 @@ def study(
 
     with fail_cleanly():
         cfg = StudyConfig(store=str(store), out=str(out), d_sae=d_sae, batch_size=batch_size, epochs=epochs,
-                          eval_seqs=eval_seqs)
+                          eval_seqs=eval_seqs, corpus=corpus, lr=lr, precision=precision)
         rows = run_study(cfg, load_model(model))
     if figure is not None:
         save_figure(pareto_figure(rows), figure)

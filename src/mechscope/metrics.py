@@ -20,9 +20,17 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechscope.errors import ShapeError
+
+AnswerLogits = Float[Tensor, "*sweep batch d_vocab"]
+"""Logits at the answer position; leading ``sweep`` axes (any number, maybe none) are sweep variants."""
+PerPrompt = Float[Tensor, "*sweep batch"]
+"""One metric value per prompt (and sweep variant)."""
+AnswerIds = Int[Tensor, " batch"]
+"""One token id per prompt."""
 
 
 class Metric(Protocol):
@@ -33,7 +41,7 @@ class Metric(Protocol):
     def __call__(self, logits: Tensor) -> Tensor: ...
 
 
-def _gather(logits: Tensor, ids: Tensor) -> Tensor:
+def _gather(logits: AnswerLogits, ids: AnswerIds) -> PerPrompt:
     """logits [..., B, V], ids [B] -> [..., B]."""
     if ids.dim() != 1 or logits.shape[-2] != ids.shape[0]:
         raise ShapeError(f"answer ids must be [batch={logits.shape[-2]}], got shape {tuple(ids.shape)}")
@@ -41,27 +49,27 @@ def _gather(logits: Tensor, ids: Tensor) -> Tensor:
     return logits.gather(-1, idx).squeeze(-1)
 
 
-def logit_diff(logits: Tensor, answer: Tensor, wrong: Tensor) -> Tensor:
+def logit_diff(logits: AnswerLogits, answer: AnswerIds, wrong: AnswerIds) -> PerPrompt:
     """``logit[answer] - logit[wrong]`` per prompt: [..., B, V] -> [..., B]."""
     return _gather(logits, answer) - _gather(logits, wrong)
 
 
-def log_prob(logits: Tensor, answer: Tensor) -> Tensor:
+def log_prob(logits: AnswerLogits, answer: AnswerIds) -> PerPrompt:
     """``log softmax(logits)[answer]`` per prompt."""
     return _gather(torch.log_softmax(logits.float(), dim=-1), answer)
 
 
-def prob(logits: Tensor, answer: Tensor) -> Tensor:
+def prob(logits: AnswerLogits, answer: AnswerIds) -> PerPrompt:
     """``softmax(logits)[answer]`` per prompt (saturates: prefer ``logit_diff``; see module docstring)."""
     return log_prob(logits, answer).exp()
 
 
-def cross_entropy(logits: Tensor, answer: Tensor) -> Tensor:
+def cross_entropy(logits: AnswerLogits, answer: AnswerIds) -> PerPrompt:
     """``-log p(answer)`` per prompt."""
     return -log_prob(logits, answer)
 
 
-def kl_div(logits: Tensor, clean_logits: Tensor) -> Tensor:
+def kl_div(logits: AnswerLogits, clean_logits: Float[Tensor, "*clean_sweep batch d_vocab"]) -> PerPrompt:
     """``KL(clean || patched)`` over the vocabulary per prompt; ``clean_logits`` [B, V] broadcasts."""
     if clean_logits.shape[-2:] != logits.shape[-2:]:
         raise ShapeError(f"clean logits {tuple(clean_logits.shape)} do not match logits {tuple(logits.shape)}")

@@ -9,6 +9,7 @@ import torch
 
 from mechscope.errors import ShapeError
 from mechscope.metrics import CrossEntropy, KLToClean, LogitDiff, LogProb, Prob, kl_div, logit_diff, normalise
+from tests.typecheck import ill_typed
 
 
 def test_formulas_and_broadcast_over_variants():
@@ -39,7 +40,7 @@ def test_kl_and_normalise():
 
 
 def test_shape_errors():
-    with pytest.raises(ShapeError, match="answer ids"):
+    with pytest.raises(ShapeError, match="answer ids"), ill_typed():
         logit_diff(torch.zeros(3, 10), torch.tensor([1, 2]), torch.tensor([0, 0]))
-    with pytest.raises(ShapeError):
+    with pytest.raises(ShapeError), ill_typed():
         kl_div(torch.zeros(3, 10), torch.zeros(2, 10))

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from mechscope.hooks.point import HookPoint
+from mechscope.models.components.fused import FusedWeight, cat_heads
 from mechscope.models.components.rotary import apply_rotary
 from mechscope.models.config import ModelConfig
 
@@ -42,6 +43,8 @@ class KVCache:
         if self.keys[layer] is not None:
             k = torch.cat([self.keys[layer], k], dim=2)  # type: ignore[list-item]
             v = torch.cat([self.values[layer], v], dim=2)  # type: ignore[list-item]
+        else:  # own copies: k/v may be views into a larger projection buffer (which holds Q too)
+            k, v = k.contiguous(), v.contiguous()
         self.keys[layer], self.values[layer] = k, v
         return k, v
 
@@ -74,7 +77,7 @@ class Attention(nn.Module):
         self.b_V = nn.Parameter(torch.zeros(kv, e)) if a.qkv_bias else None
         self.b_O = nn.Parameter(torch.zeros(d)) if a.out_bias else None
         self.is_rotary = cfg.positional.kind == "rotary"
-        self._qkv_cache: tuple[tuple, Tensor] | None = None
+        self._fused_qkv = FusedWeight(cat_heads)
         names = ["q", "k", "v", "attn_scores", "pattern", "z", "result"] + (["rot_q", "rot_k"] if self.is_rotary else [])
         for name in names:  # only hook points that exist for this architecture
             setattr(self, f"hook_{name}", HookPoint())
@@ -82,59 +85,61 @@ class Attention(nn.Module):
     # -- projections ------------------------------------------------------------------------------
     def _project(self, x_q: Tensor, x_k: Tensor, x_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q [b p h e], k/v [b p kv e] from shared [b p d] or per-head [b p heads d] inputs."""
-        b, p = x_q.shape[:2]
-        h, kv, e = self.n_heads, self.n_kv_heads, self.d_head
+        h, kv = self.n_heads, self.n_kv_heads
         if x_q.dim() == 3 and x_q is x_k and x_k is x_v:
-            w = self._fused_qkv()
-            if self.b_Q is not None:
-                qkv = nn.functional.linear(x_q, w.t(), self._fused_qkv_bias())  # bias fused (addmm)
-            else:
-                qkv = x_q @ w
-            q, k, v = qkv.split([h * e, kv * e, kv * e], dim=-1)
-            q, k, v = q.view(b, p, h, e), k.view(b, p, kv, e), v.view(b, p, kv, e)
-        else:
-            q = torch.einsum("bphd,hde->bphe", _per_head(x_q, h), self.W_Q)
-            k = torch.einsum("bphd,hde->bphe", _per_head(x_k, kv), self.W_K)
-            v = torch.einsum("bphd,hde->bphe", _per_head(x_v, kv), self.W_V)
-            if self.b_Q is not None and self.b_K is not None and self.b_V is not None:
-                q, k, v = q + self.b_Q, k + self.b_K, v + self.b_V
+            qkv = self._qkv(x_q)
+            return qkv[:, :, :h], qkv[:, :, h:h + kv], qkv[:, :, h + kv:]
+        q = torch.einsum("bphd,hde->bphe", _per_head(x_q, h), self.W_Q)
+        k = torch.einsum("bphd,hde->bphe", _per_head(x_k, kv), self.W_K)
+        v = torch.einsum("bphd,hde->bphe", _per_head(x_v, kv), self.W_V)
+        if self.b_Q is not None and self.b_K is not None and self.b_V is not None:
+            q, k, v = q + self.b_Q, k + self.b_K, v + self.b_V
         return q, k, v
 
-    def _fused_qkv_bias(self) -> Tensor:
-        return torch.cat([self.b_Q.reshape(-1), self.b_K.reshape(-1), self.b_V.reshape(-1)])  # type: ignore[union-attr]
+    def _qkv(self, x: Tensor) -> Tensor:
+        """[b p (n_heads + 2 n_kv_heads) d_head]: Q, K and V heads from one matmul of a shared input."""
+        b, p = x.shape[:2]
+        w = self._fused_qkv.get((self.W_Q, self.W_K, self.W_V))
+        if self.b_Q is not None and self.b_K is not None and self.b_V is not None:
+            bias = torch.cat([self.b_Q.reshape(-1), self.b_K.reshape(-1), self.b_V.reshape(-1)])
+            qkv = nn.functional.linear(x, w.t(), bias)  # bias fused (addmm)
+        else:
+            qkv = x @ w
+        return qkv.view(b, p, self.n_heads + 2 * self.n_kv_heads, self.d_head)
 
-    def _fused_qkv(self) -> Tensor:
-        """[d_model (n_heads + 2 n_kv_heads) d_head]: one matmul for Q, K and V.
+    def _qkv_hooked(self) -> bool:
+        hooks = (self.hook_q, self.hook_k, self.hook_v) + ((self.hook_rot_q, self.hook_rot_k) if self.is_rotary else ())
+        return any(hk.has_hooks for hk in hooks)
 
-        Outside autograd the fused copy is cached and rebuilt only when a weight changes (its version
-        counter or storage), which matters for token-by-token generation.
-        """
-        ws = (self.W_Q, self.W_K, self.W_V)
-        d = self.W_Q.shape[1]
-        if torch.is_grad_enabled() and any(w.requires_grad for w in ws):
-            return torch.cat([w.permute(1, 0, 2).reshape(d, -1) for w in ws], dim=1)
-        key = tuple((w.data_ptr(), w._version, w.dtype, w.device) for w in ws)
-        if self._qkv_cache is None or self._qkv_cache[0] != key:
-            with torch.no_grad():
-                fused = torch.cat([w.permute(1, 0, 2).reshape(d, -1) for w in ws], dim=1)
-            self._qkv_cache = (key, fused)
-        return self._qkv_cache[1]
+    def _heads_fast(self, x: Tensor, rotary: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor, Tensor]:
+        """qt [b h p e], kt/vt [b kv p e] (transposed views) with no q/k/v hooks: one matmul, Q and K
+        rotated together into one buffer, V a view of the matmul output."""
+        h, kv = self.n_heads, self.n_kv_heads
+        qkv = self._qkv(x)
+        vt = qkv[:, :, h + kv:].transpose(1, 2)
+        if not (self.is_rotary and rotary is not None):
+            return qkv[:, :, :h].transpose(1, 2), qkv[:, :, h:h + kv].transpose(1, 2), vt
+        qk = apply_rotary(qkv[:, :, :h + kv], rotary[0], rotary[1]).transpose(1, 2)
+        return qk[:, :h], qk[:, h:], vt
 
     def forward(self, x_q: Tensor, x_k: Tensor, x_v: Tensor, *, rotary: tuple[Tensor, Tensor] | None = None,
                 mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
-        """Attention output [batch pos d_model].
+        """Attention output [batch pos d_model] (a new tensor the caller may modify in place).
 
         Args:
             mask: bool [batch 1 query_pos key_pos], True = may attend; None = plain causal.
             cache: a ``KVCache`` to read earlier keys/values from and append to.
         """
-        q, k, v = self._project(x_q, x_k, x_v)
-        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
-        if self.is_rotary and rotary is not None:
-            cos, sin = rotary
-            q = self.hook_rot_q(apply_rotary(q, cos, sin))
-            k = self.hook_rot_k(apply_rotary(k, cos, sin))
-        qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if x_q.dim() == 3 and x_q is x_k and x_k is x_v and not self._qkv_hooked():
+            qt, kt, vt = self._heads_fast(x_q, rotary)
+        else:
+            q, k, v = self._project(x_q, x_k, x_v)
+            q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+            if self.is_rotary and rotary is not None:
+                cos, sin = rotary
+                q = self.hook_rot_q(apply_rotary(q, cos, sin))
+                k = self.hook_rot_k(apply_rotary(k, cos, sin))
+            qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if cache is not None:
             kt, vt = cache.update(self.layer, kt, vt)
         if mask is None and kt.shape[2] != qt.shape[2]:

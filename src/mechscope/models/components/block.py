@@ -73,15 +73,27 @@ class TransformerBlock(nn.Module):
 
     def forward(self, resid: Tensor, *, rotary: tuple[Tensor, Tensor] | None = None, mask: Tensor | None = None,
                 cache: KVCache | None = None) -> Tensor:
-        """[batch pos d_model] -> [batch pos d_model]."""
+        """[batch pos d_model] -> [batch pos d_model].
+
+        A sublayer output nobody hooks is a fresh tensor only this block holds, so the residual is added
+        into it in place (``out.add_(resid)``: the same sum, one allocation less).
+        """
         resid = self.hook_resid_pre(resid)
         q_in, k_in, v_in = self._attn_inputs(resid)
-        attn_out = self.hook_attn_out(self.attn(q_in, k_in, v_in, rotary=rotary, mask=mask, cache=cache))
+        attn_out = self.attn(q_in, k_in, v_in, rotary=rotary, mask=mask, cache=cache)
+        with_attn = _add_residual(resid, attn_out, self.hook_attn_out)
         if self.mlp is None:
-            return self.hook_resid_post(resid + attn_out)
+            return self.hook_resid_post(with_attn)
         if self.parallel:
-            mlp_out = self.hook_mlp_out(self.mlp(self.ln2(self.hook_mlp_in(resid))))
-            return self.hook_resid_post(resid + attn_out + mlp_out)
-        mid = self.hook_resid_mid(resid + attn_out)
-        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(self.hook_mlp_in(mid))))
-        return self.hook_resid_post(mid + mlp_out)
+            mlp_out = self.mlp(self.ln2(self.hook_mlp_in(resid)))
+            return self.hook_resid_post(_add_residual(with_attn, mlp_out, self.hook_mlp_out))
+        mid = self.hook_resid_mid(with_attn)
+        mlp_out = self.mlp(self.ln2(self.hook_mlp_in(mid)))
+        return self.hook_resid_post(_add_residual(mid, mlp_out, self.hook_mlp_out))
+
+
+def _add_residual(resid: Tensor, out: Tensor, hook: HookPoint) -> Tensor:
+    """resid + hook(out); in place into ``out`` when it is unhooked (nobody else holds it)."""
+    if hook.has_hooks:
+        return resid + hook(out)
+    return out.add_(resid)

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from mechscope.hooks.point import HookPoint
+from mechscope.models.components.fused import FusedWeight, cat_columns
 from mechscope.models.config import MLPConfig
 
 
@@ -40,6 +41,7 @@ class MLP(nn.Module):
         super().__init__()
         self.is_gated = cfg.kind == "gated"
         self.act = ACTIVATIONS[cfg.act]
+        self.act_name = cfg.act
         self.W_in = nn.Parameter(torch.empty(d_model, cfg.d_mlp))
         self.W_gate = nn.Parameter(torch.empty(d_model, cfg.d_mlp)) if self.is_gated else None
         self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, d_model))
@@ -48,16 +50,46 @@ class MLP(nn.Module):
         self.hook_pre = HookPoint()
         if self.is_gated:
             self.hook_pre_linear = HookPoint()
+            self._fused_gate_up = FusedWeight(cat_columns)
         self.hook_post = HookPoint()
 
     def forward(self, x: Tensor) -> Tensor:
-        lin = _linear(x, self.W_in, self.b_in)
-        if self.W_gate is not None:
-            pre = self.hook_pre(x @ self.W_gate)
-            post = self.hook_post(self.act(pre) * self.hook_pre_linear(lin))
+        """[batch pos d_model] -> [batch pos d_model] (a new tensor the caller may modify in place)."""
+        if self.W_gate is None:
+            post = self.hook_post(self.act(self.hook_pre(_linear(x, self.W_in, self.b_in))))
         else:
-            post = self.hook_post(self.act(self.hook_pre(lin)))
+            post = self._gated(x, self.W_gate)
         return _linear(post, self.W_out, self.b_out)
+
+    def _gated(self, x: Tensor, w_gate: Tensor) -> Tensor:
+        """act(x W_gate) * (x W_in + b_in): both branches from one matmul over the fused [d_model 2·d_mlp]
+        weight; with no hooks and no autograd, activation and product are written in place into it."""
+        m = w_gate.shape[1]
+        h = x @ self._fused_gate_up.get((w_gate, self.W_in))
+        gate, lin = h[..., :m], h[..., m:]
+        if self.b_in is not None:
+            lin = lin + self.b_in
+        if self.hook_pre.has_hooks or self.hook_pre_linear.has_hooks or _needs_grad(x, self):
+            pre = self.hook_pre(gate.contiguous() if self.hook_pre.has_hooks else gate)
+            lin = self.hook_pre_linear(lin.contiguous() if self.hook_pre_linear.has_hooks else lin)
+            return self.hook_post(self.act(pre) * lin)
+        if self.hook_post.has_hooks:
+            return self.hook_post(self.act(gate) * lin)
+        inplace = INPLACE_ACTIVATIONS.get(self.act_name)
+        act = inplace(gate) if inplace is not None else self.act(gate)
+        return act.mul_(lin)
+
+
+INPLACE_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "silu": lambda t: nn.functional.silu(t, inplace=True),
+    "relu": torch.relu_,
+}
+"""In-place versions of ``ACTIVATIONS`` (same numbers) used where no one else holds the input."""
+
+
+def _needs_grad(x: Tensor, module: nn.Module) -> bool:
+    """Whether autograd records this call (then nothing is modified in place)."""
+    return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))
 
 
 def _linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:

@@ -67,6 +67,8 @@ class MLP(nn.Module):
         m = w_gate.shape[1]
         h = x @ self._fused_gate_up.get((w_gate, self.W_in))
         gate, lin = h[..., :m], h[..., m:]
+        if m % _VECTOR_ROW:  # see _VECTOR_ROW
+            gate = gate.contiguous()
         if self.b_in is not None:
             lin = lin + self.b_in
         if self.hook_pre.has_hooks or self.hook_pre_linear.has_hooks or _needs_grad(x, self):
@@ -78,6 +80,14 @@ class MLP(nn.Module):
         inplace = INPLACE_ACTIVATIONS.get(self.act_name)
         act = inplace(gate) if inplace is not None else self.act(gate)
         return act.mul_(lin)
+
+
+_VECTOR_ROW = 64
+"""Activations (exp, tanh) compute a row's last ``len % vector width`` elements with scalar code, whose
+roundings differ from the vectorised code's. Applied to the strided gate view (rows of d_mlp), that
+would change a few bits compared with the contiguous gate that hooks and transformers see, unless d_mlp
+is a multiple of every vector loop width (64 covers AVX-512 float32 and bfloat16); otherwise the gate is
+made contiguous first."""
 
 
 INPLACE_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {

@@ -125,3 +125,20 @@ def test_relu_fused_path_equals_dense_autograd() -> None:
     # off logging steps only whether each latent fired is promised (0/1), and l0 is NaN
     quick = d.training_losses(x, x, TrainContext(1.0, None, 0, stats=False))
     assert torch.equal(quick.fired, (ref_out.fired > 0).long()) and math.isnan(float(quick.l0))
+
+
+def test_jumprelu_fused_path_equals_the_straight_through_reference() -> None:
+    """JumpReLU's fused step (both STEs combined in one backward) equals autograd through ``jumprelu``/``step``."""
+    d = build("jumprelu", bandwidth=0.5).double()
+    with torch.no_grad():
+        d.threshold.uniform_(0.0, 0.6, generator=torch.Generator().manual_seed(3))
+    x = torch.randn(40, D_IN, dtype=torch.float64)
+    ctx = TrainContext(0.7, None, 0)
+    fast_out, ref_out = d.training_losses(x, x, ctx), Dictionary.training_losses(d, x, x, ctx)
+    assert torch.equal(fast_out.fired, ref_out.fired)
+    torch.testing.assert_close(fast_out.loss, ref_out.loss, rtol=1e-12, atol=0)
+    fast, ref = _grads(d, fast_out.loss), _grads(d, ref_out.loss)
+    assert fast.keys() == ref.keys() == {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"}
+    assert float(ref["threshold"].abs().max()) > 0  # the rectangle window caught some pre-activations
+    for name in fast:
+        torch.testing.assert_close(fast[name], ref[name], rtol=1e-10, atol=1e-12)

@@ -81,9 +81,10 @@ class GatedDictionary(Dictionary):
         """Reconstruction + gate-path L1 + auxiliary gate reconstruction (module docstring)."""
         x_c = self.center(x)
         target = self.scale_target(target)
-        gate = self.gate_pre(x_c)
-        pre = self.pre_acts(x_c)
-        acts = (gate > 0).to(pre.dtype) * torch.relu(pre)
+        shared = x_c @ self.W_enc  # one matmul for both paths: x_c @ (W_enc * e^r) == (x_c @ W_enc) * e^r
+        gate = shared + self.b_gate
+        pre = torch.addcmul(self.b_mag, shared, self.r_mag.exp())
+        acts = torch.where(gate > 0, torch.relu(pre), 0.0)
         recons = self.decode_normalised(acts)
         mse = squared_error(recons, target)
         gate_act = torch.relu(gate)

@@ -143,3 +143,25 @@ def test_bfloat16_harvest_and_training(setup: dict[str, Path], monkeypatch: pyte
                       "--out", str(tmp_path / "bad"), "--corpus", str(setup["corpus"]), "--model-dtype", "float16"],
                      monkeypatch, setup["root"])
     assert code == 2 and "--model-dtype" in out
+
+
+def test_study_sweeps_each_option_with_fixed_ones(setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    """run_study: one run per grid value, the fixed options applied, every run evaluated in results.json."""
+    from mechscope.experiments.dictionaries import StudyConfig, load_dictionary_dir, run_study
+
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(setup["root"] / "cache"))
+    code, out = _run(["dict", "harvest", "--model", str(setup["model"]), "--hooks", HOOK, "--tokens", "512",
+                      "--out", str(tmp_path / "acts"), "--corpus", str(setup["corpus"]), "--seq-len", "32"],
+                     monkeypatch, setup["root"])
+    assert code == 0, out
+    cfg = StudyConfig(store=str(tmp_path / "acts"), out=str(tmp_path / "study"), d_sae=16, batch_size=64,
+                      eval_seqs=2, eval_seq_len=32, corpus=str(setup["corpus"]), grid={"jumprelu": (0.1, 0.3), "topk": (2,)},
+                      fixed={"jumprelu": {"l0_coefficient": 3.0}}, precision="bfloat16")
+    rows = run_study(cfg, HookedTransformer.load(setup["model"]), progress=False)
+    assert [(r["arch"], r["option"], r["value"]) for r in rows] == [
+        ("jumprelu", "init_threshold", 0.1), ("jumprelu", "init_threshold", 0.3), ("topk", "k", 2)]
+    d = load_dictionary_dir(rows[1]["run"])
+    assert d.cfg.init_threshold == 0.3 and d.cfg.l0_coefficient == 3.0  # type: ignore[attr-defined]
+    saved = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert len(saved) == 3 and all(math.isfinite(r["ce_loss_recovered"]) and r["l0"] >= 0 for r in saved)

@@ -12,7 +12,6 @@ import torch
 from torch import Tensor, nn
 
 from mechscope.hooks.point import HookPoint
-from mechscope.models.components.fused import FusedWeight, cat_columns
 from mechscope.models.config import MLPConfig
 
 
@@ -50,7 +49,6 @@ class MLP(nn.Module):
         self.hook_pre = HookPoint()
         if self.is_gated:
             self.hook_pre_linear = HookPoint()
-            self._fused_gate_up = FusedWeight(cat_columns)
         self.hook_post = HookPoint()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -62,32 +60,16 @@ class MLP(nn.Module):
         return _linear(post, self.W_out, self.b_out)
 
     def _gated(self, x: Tensor, w_gate: Tensor) -> Tensor:
-        """act(x W_gate) * (x W_in + b_in): both branches from one matmul over the fused [d_model 2·d_mlp]
-        weight; with no hooks and no autograd, activation and product are written in place into it."""
-        m = w_gate.shape[1]
-        h = x @ self._fused_gate_up.get((w_gate, self.W_in))
-        gate, lin = h[..., :m], h[..., m:]
-        if m % _VECTOR_ROW:  # see _VECTOR_ROW
-            gate = gate.contiguous()
-        if self.b_in is not None:
-            lin = lin + self.b_in
+        """act(x W_gate) * (x W_in + b_in); with no hooks and no autograd, the activation and the product
+        are written in place into the gate's matmul output (one allocation and pass less each)."""
+        gate, lin = x @ w_gate, _linear(x, self.W_in, self.b_in)
         if self.hook_pre.has_hooks or self.hook_pre_linear.has_hooks or _needs_grad(x, self):
-            pre = self.hook_pre(gate.contiguous() if self.hook_pre.has_hooks else gate)
-            lin = self.hook_pre_linear(lin.contiguous() if self.hook_pre_linear.has_hooks else lin)
-            return self.hook_post(self.act(pre) * lin)
+            return self.hook_post(self.act(self.hook_pre(gate)) * self.hook_pre_linear(lin))
         if self.hook_post.has_hooks:
             return self.hook_post(self.act(gate) * lin)
         inplace = INPLACE_ACTIVATIONS.get(self.act_name)
         act = inplace(gate) if inplace is not None else self.act(gate)
         return act.mul_(lin)
-
-
-_VECTOR_ROW = 64
-"""Activations (exp, tanh) compute a row's last ``len % vector width`` elements with scalar code, whose
-roundings differ from the vectorised code's. Applied to the strided gate view (rows of d_mlp), that
-would change a few bits compared with the contiguous gate that hooks and transformers see, unless d_mlp
-is a multiple of every vector loop width (64 covers AVX-512 float32 and bfloat16); otherwise the gate is
-made contiguous first."""
 
 
 INPLACE_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {

@@ -64,15 +64,17 @@ class RMSNorm(nn.Module):
 
         float32: the same operations in the same order as transformers' ``LlamaRMSNorm`` (the same bits);
         outside autograd x² and the output share one buffer and the weight multiplies in place. Lower
-        precision outside autograd: the mean square accumulates in float32 in one reduction and x times
-        the float32 inverse is rounded once, as transformers does after upcasting.
+        precision outside autograd: the mean square accumulates in float32 in one reduction (x² is not
+        rounded first). Multiplying by the float32 inverse with one rounding, as transformers does after
+        upcasting, measured 40% slower per norm (a mixed-dtype kernel plus a copy), so the inverse is
+        rounded to the input dtype first.
         """
         if torch.is_grad_enabled() and (x.requires_grad or self.w.requires_grad):
             return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.w
         if x.dtype != torch.float32:
             norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)
-            inv = norm.square_().div_(x.shape[-1]).add_(self.eps).rsqrt_()
-            return torch.mul(x, inv, out=torch.empty_like(x)).mul_(self.w)
+            inv = norm.square_().div_(x.shape[-1]).add_(self.eps).rsqrt_().to(x.dtype)
+            return torch.mul(x, inv).mul_(self.w)
         buf = torch.mul(x, x)
         inv = buf.mean(-1, keepdim=True).add_(self.eps).rsqrt_()
         return torch.mul(x, inv, out=buf).mul_(self.w)

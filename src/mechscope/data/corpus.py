@@ -43,7 +43,7 @@ __all__ = [
     "smollm2_gguf_path",
 ]
 
-_FORMAT = 1
+_FORMAT = 2  # 2: documents of user directories are named relative to the directory
 
 
 # ----- configuration ---------------------------------------------------------------------------------

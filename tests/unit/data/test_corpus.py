@@ -98,3 +98,18 @@ def test_restrict_vocab_keeps_frequent_tokens(tmp_path: Path) -> None:
     assert freq[kept[1:]].min() >= np.delete(freq, kept).max()  # the most frequent ones (after the separator)
     view = VocabView(Tokenizer.bytes(), kept)
     assert view.to_string([int(np.where(kept == ord("e"))[0][0]), 9]) == "e<oov>"
+
+
+def test_directory_split_does_not_depend_on_where_the_directory_lives(tmp_path: Path) -> None:
+    """Document ids are relative to the corpus directory, so a moved copy splits the same way."""
+    import shutil
+
+    src = _write_docs(tmp_path)
+    moved = tmp_path / "elsewhere" / "deeper"
+    shutil.copytree(src, moved)
+    a = load_corpus(CorpusConfig(source=str(src), seed=3, cache_dir=str(tmp_path / "c1")))
+    b = load_corpus(CorpusConfig(source=str(moved), seed=3, cache_dir=str(tmp_path / "c2")))
+    assert [d.id for d in iter_documents(str(src))] == [d.id for d in iter_documents(str(moved))]
+    assert next(iter(iter_documents(str(src)))).id == "doc00.txt"
+    assert np.array_equal(np.asarray(a.val.tokens), np.asarray(b.val.tokens))
+    assert np.array_equal(np.asarray(a.train.tokens), np.asarray(b.train.tokens))

@@ -11,7 +11,7 @@ TransformerLens runs in the side environment built by ``../shared/peers/setup_ve
 (override with MECHSCOPE_PEERS_PYTHON); without it those rows say so.
 
     .venv/bin/python benchmarks/forward.py            # prints one JSON object
-    .venv/bin/python benchmarks/forward.py --only-smollm2
+    .venv/bin/python benchmarks/forward.py --only-smollm2 --threads 1   # steadier on a loaded machine
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _common import PEERS_PY, emit, machine, peak_rss_mb, run_worker, timeit  # noqa: E402
+
+THREADS = int(os.environ.get("MECHSCOPE_BENCH_THREADS", "2"))
+"""torch threads in every worker (``--threads`` sets it for the workers it starts)."""
 
 GPT2_SHAPE = dict(n_layers=4, d_model=512, n_heads=8, d_head=64, d_mlp=2048, d_vocab=8192, n_ctx=256)
 
@@ -40,7 +43,7 @@ def _hf_smollm2(g):
 def _smollm2_worker(which: str, batch: int, pos: int, dtype_name: str = "float32") -> dict:
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     from mechscope.models.gguf import read_gguf
     from mechscope.models.loading import from_hf_state
     from mechscope.models.registry import locate_gguf
@@ -86,7 +89,7 @@ def _mm_worker(dtype_name: str, batch: int, pos: int) -> dict:
     """torch.mm GFLOP/s on each of SmolLM2's matmul shapes (tokens = batch·pos rows), 2 threads."""
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     from mechscope.models.gguf import read_gguf
     from mechscope.models.registry import locate_gguf
 
@@ -113,7 +116,7 @@ def _interleaved_worker(dtype_name: str, batch: int, pos: int, rounds: int = 7) 
 
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     from mechscope.models.gguf import read_gguf
     from mechscope.models.loading import from_hf_state
     from mechscope.models.registry import locate_gguf
@@ -146,7 +149,7 @@ def _interleaved_worker(dtype_name: str, batch: int, pos: int, rounds: int = 7) 
 def _gpt2_ours_worker(which: str, batch: int, pos: int) -> dict:
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     from mechscope.models.config import AttentionConfig, MLPConfig, ModelConfig, NormConfig, PositionalConfig
     from mechscope.models.transformer import HookedTransformer
 
@@ -178,7 +181,7 @@ def _tl_hook_names(model) -> list[str]:
 
 _TL_CODE = r"""
 import json, statistics, time, resource, sys, torch
-torch.set_num_threads(2)
+torch.set_num_threads(int(__import__("os").environ.get("MECHSCOPE_BENCH_THREADS", "2")))
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 s = json.loads(sys.argv[1]); which = sys.argv[2]; batch, pos = int(sys.argv[3]), int(sys.argv[4])
 cfg = HookedTransformerConfig(n_layers=s["n_layers"], d_model=s["d_model"], n_heads=s["n_heads"], d_head=s["d_head"],
@@ -232,7 +235,9 @@ def main() -> None:
     ap.add_argument("--worker", nargs="+", metavar="ARG", help="KIND WHICH BATCH POS [DTYPE] (internal)")
     ap.add_argument("--skip-smollm2", action="store_true")
     ap.add_argument("--only-smollm2", action="store_true")
+    ap.add_argument("--threads", type=int, default=THREADS, help="torch threads per worker (default 2)")
     args = ap.parse_args()
+    os.environ["MECHSCOPE_BENCH_THREADS"] = str(args.threads)
     if args.worker:
         kind, which, b, p, *rest = args.worker
         if kind == "smollm2":
@@ -246,7 +251,7 @@ def main() -> None:
         return
     me = sys.executable
     out: dict = {"machine": machine(), "load_avg_before": os.getloadavg(),
-                 "note": "2 torch threads, fresh process per row, medians of 5 (interleaved: 7 rounds)"}
+                 "note": f"{args.threads} torch thread(s), fresh process per row, medians of 5 (interleaved: 7 rounds)"}
     if not args.skip_smollm2:
         out["smollm2_8x128"] = _smollm2_rows(me)
         fp32 = out["smollm2_8x128"]["float32"]

@@ -66,11 +66,13 @@ def tiny_cfg(kind: str = "llama", **overrides):
                           positional=PositionalConfig(kind="learned")),
         "toy_relu": dict(attention=AttentionConfig(n_heads=4, d_head=8), mlp=MLPConfig(d_mlp=64, act="relu"),
                          norm=NormConfig(kind="none"), positional=PositionalConfig(kind="learned")),
+        "shortformer": dict(attention=AttentionConfig(n_heads=4, d_head=8), mlp=None, norm=NormConfig(kind="layernorm"),
+                            positional=PositionalConfig(kind="shortformer")),
     }
     return ModelConfig(**{**base, **shapes[kind], "architecture": kind, **overrides})
 
 
-FAMILY_KINDS = ["gpt2", "neox", "llama", "attn_only", "toy_relu"]
+FAMILY_KINDS = ["gpt2", "neox", "llama", "attn_only", "toy_relu", "shortformer"]
 
 
 def tiny_model(kind: str = "llama", seed: int = 0, **overrides):

@@ -19,7 +19,7 @@ def train_cmd(
     tokenizer: str = typer.Option("smollm2", "--tokenizer", help="smollm2 (BPE; use with --vocab-size) or bytes (vocab 257)."),
     vocab_size: int = typer.Option(2048, "--vocab-size", help="Keep the N-1 most frequent tokens + OOV; "
                                    "0 keeps the tokenizer's whole vocabulary (use 0 with --tokenizer bytes)."),
-    positional: str = typer.Option("learned", "--positional", help="learned (exact circuits) or rotary."),
+    positional: str = typer.Option("learned", "--positional", help="learned (exact circuits), rotary, or shortformer (positions in Q/K inputs only)."),
     norm: str = typer.Option("layernorm", "--norm", help="none (exact circuits) or layernorm (pre-norm)."),
     steps: int = typer.Option(4000, "--steps", help="Updates of the two-layer model."),
     eval_every: int = typer.Option(50, "--eval-every", help="Evaluate ICL/induction scores every N updates."),

@@ -55,8 +55,10 @@ class InductionConfig:
     d_head: int = 16
     """Per-head dimension."""
     positional: str = "learned"
-    """``learned`` absolute embeddings (the weights read exactly as circuits) or ``rotary`` (relative
-    positions; previous-token heads form sooner, but QK/composition scores then see content only)."""
+    """``learned`` absolute embeddings (the weights read exactly as circuits), ``rotary`` (relative
+    positions; QK/composition scores then see content only), or ``shortformer`` (learned positions added to
+    the query/key inputs only, as in TransformerLens's attn-only models: positions steer attention without
+    occupying the residual stream)."""
     norm: str = "layernorm"
     """``none`` (logits are exactly a sum of paths) or ``layernorm`` (pre-norm: attention logits start
     large enough for positional heads to form quickly; weight analyses fold only the norm's gain)."""
@@ -106,8 +108,9 @@ class InductionConfig:
             raise ConfigError(f"InductionConfig.vocab_size must be >= 64 or None, got {self.vocab_size}")
         if self.tokenizer not in ("bytes", "smollm2"):
             raise ConfigError(f"InductionConfig.tokenizer must be 'bytes' or 'smollm2', got {self.tokenizer!r}")
-        if self.positional not in ("learned", "rotary"):
-            raise ConfigError(f"InductionConfig.positional must be 'learned' or 'rotary', got {self.positional!r}")
+        if self.positional not in ("learned", "rotary", "shortformer"):
+            raise ConfigError(f"InductionConfig.positional must be 'learned', 'rotary' or 'shortformer', "
+                              f"got {self.positional!r}")
         if self.norm not in ("none", "layernorm"):
             raise ConfigError(f"InductionConfig.norm must be 'none' or 'layernorm', got {self.norm!r}")
         if self.lr <= 0:

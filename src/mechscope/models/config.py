@@ -99,18 +99,20 @@ class NormConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class PositionalConfig:
-    """How positions enter: learned absolute embeddings, rotary (RoPE), or nothing."""
+    """How positions enter: learned absolute embeddings, rotary (RoPE), shortformer, or nothing."""
 
-    kind: Literal["learned", "rotary", "none"] = "learned"
-    """Positional scheme."""
+    kind: Literal["learned", "rotary", "shortformer", "none"] = "learned"
+    """Positional scheme. ``shortformer`` (Press et al. 2021; TransformerLens's name): learned absolute
+    embeddings added to every attention layer's query and key inputs (after the norm) but never to the
+    residual stream or the values, so positions steer attention without taking residual space."""
     rotary_dim: int | None = None
     """Dimensions of each head that rotate (NeoX rotates a fraction); None means all of d_head."""
     rotary_base: float = 10000.0
     """RoPE theta."""
 
     def __post_init__(self) -> None:
-        _check(self.kind in ("learned", "rotary", "none"),
-               f"positional.kind must be 'learned', 'rotary' or 'none', got {self.kind!r}")
+        _check(self.kind in ("learned", "rotary", "shortformer", "none"),
+               f"positional.kind must be 'learned', 'rotary', 'shortformer' or 'none', got {self.kind!r}")
         _check(self.rotary_dim is None or (self.rotary_dim > 0 and self.rotary_dim % 2 == 0),
                f"positional.rotary_dim must be a positive even number or None, got {self.rotary_dim}")
 

@@ -47,7 +47,7 @@ class HookedTransformer(HookedModule):
         self.embed = Embed(cfg.d_vocab, cfg.d_model)
         self.hook_tokens = HookPoint()
         self.hook_embed = HookPoint()
-        if cfg.positional.kind == "learned":
+        if cfg.positional.kind in ("learned", "shortformer"):
             self.pos_embed = PosEmbed(cfg.n_ctx, cfg.d_model)
             self.hook_pos_embed = HookPoint()
         self.blocks = nn.ModuleList([TransformerBlock(cfg, layer) for layer in range(cfg.n_layers)])
@@ -114,12 +114,14 @@ class HookedTransformer(HookedModule):
 
     def _run_blocks(self, x: Tensor, start: int, stop: int, *, positions: Tensor, mask: Tensor | None,
                     past_kv: KVCache | None) -> Tensor:
-        rotary = None
+        rotary = qk_pos = None
         if self.cfg.positional.kind == "rotary":
             rd = self.cfg.positional.rotary_dim or self.cfg.d_head
             rotary = rotary_cos_sin(positions, rd, self.cfg.positional.rotary_base, x.dtype)
+        elif self.cfg.positional.kind == "shortformer" and start < stop:
+            qk_pos = self.hook_pos_embed(self.pos_embed(positions))  # into Q/K inputs only, never the residual
         for block in self.blocks[start:stop]:
-            x = block(x, rotary=rotary, mask=mask, cache=past_kv)
+            x = block(x, rotary=rotary, mask=mask, cache=past_kv, qk_pos=qk_pos)
         return x
 
     def _check_stop(self, layer: int) -> int:

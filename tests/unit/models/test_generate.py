@@ -11,7 +11,7 @@ from mechscope.tokens import Tokenizer
 from tests.helpers import tiny_model
 
 
-@pytest.mark.parametrize("kind", ["llama", "gpt2", "neox"])
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "neox", "shortformer"])
 def test_kv_cache_matches_full_forward(kind: str) -> None:
     model = tiny_model(kind)
     prompt = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(0))

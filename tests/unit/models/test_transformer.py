@@ -173,3 +173,28 @@ def test_fused_qkv_cache_sees_in_place_weight_edits() -> None:
         fresh.load_state_dict(model.state_dict())
         assert not torch.allclose(before, after)
         assert torch.allclose(after, fresh(tokens), atol=1e-6)
+
+
+def test_shortformer_positions_enter_queries_and_keys_only() -> None:
+    """Shortformer: the residual holds no positions; q/k = (ln1(resid) + W_pos[p]) W + b, v = ln1(resid) W_V + b."""
+    model = tiny_model("shortformer")
+    tokens = torch.randint(0, 50, (2, 7), generator=torch.Generator().manual_seed(1))
+    _, cache = model.run_with_cache(tokens)
+    torch.testing.assert_close(cache["blocks.0.hook_resid_pre"], cache["hook_embed"])
+    pos = model.W_pos[:7]
+    torch.testing.assert_close(cache["hook_pos_embed"], pos.expand(2, -1, -1))
+    ln1 = model.blocks[0].ln1
+    x = cache["blocks.0.ln1.hook_normalized"] * ln1.w + ln1.b  # hook_normalized is before the affine (TL)
+    attn = model.blocks[0].attn
+    q = torch.einsum("bpd,hde->bphe", x + pos, attn.W_Q)
+    v = torch.einsum("bpd,hde->bphe", x, attn.W_V)
+    torch.testing.assert_close(cache["blocks.0.attn.hook_q"], q, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cache["blocks.0.attn.hook_k"], torch.einsum("bpd,hde->bphe", x + pos, attn.W_K),
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cache["blocks.0.attn.hook_v"], v, rtol=1e-5, atol=1e-5)
+    # the unhooked forward equals the hooked one, and the positions matter
+    logits = model(tokens)
+    torch.testing.assert_close(logits, model.run_with_hooks(tokens, fwd=[("blocks.1.attn.hook_q", lambda t, h: None)]))
+    with torch.no_grad():
+        model.pos_embed.W_pos.zero_()
+    assert not torch.allclose(model(tokens), logits, atol=1e-4)

@@ -123,17 +123,22 @@ class Attention(nn.Module):
         return qk[:, :h], qk[:, h:], vt
 
     def forward(self, x_q: Tensor, x_k: Tensor, x_v: Tensor, *, rotary: tuple[Tensor, Tensor] | None = None,
-                mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+                mask: Tensor | None = None, cache: KVCache | None = None, qk_pos: Tensor | None = None) -> Tensor:
         """Attention output [batch pos d_model] (a new tensor the caller may modify in place).
 
         Args:
             mask: bool [batch 1 query_pos key_pos], True = may attend; None = plain causal.
             cache: a ``KVCache`` to read earlier keys/values from and append to.
+            qk_pos: shortformer positions [batch pos d_model] added to the query and key inputs (not V):
+                ``q = (x_q + qk_pos) W_Q + b_Q``, computed as ``x_q W_Q + b_Q + qk_pos W_Q``.
         """
-        if x_q.dim() == 3 and x_q is x_k and x_k is x_v and not self._qkv_hooked():
+        if x_q.dim() == 3 and x_q is x_k and x_k is x_v and qk_pos is None and not self._qkv_hooked():
             qt, kt, vt = self._heads_fast(x_q, rotary)
         else:
             q, k, v = self._project(x_q, x_k, x_v)
+            if qk_pos is not None:
+                q = q + torch.einsum("bpd,hde->bphe", qk_pos, self.W_Q)
+                k = k + torch.einsum("bpd,hde->bphe", qk_pos, self.W_K)
             q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
             if self.is_rotary and rotary is not None:
                 cos, sin = rotary

@@ -72,7 +72,7 @@ class TransformerBlock(nn.Module):
         return n(q_in), n(k_in), n(v_in)
 
     def forward(self, resid: Tensor, *, rotary: tuple[Tensor, Tensor] | None = None, mask: Tensor | None = None,
-                cache: KVCache | None = None) -> Tensor:
+                cache: KVCache | None = None, qk_pos: Tensor | None = None) -> Tensor:
         """[batch pos d_model] -> [batch pos d_model].
 
         A sublayer output nobody hooks is a fresh tensor only this block holds, so the residual is added
@@ -80,7 +80,7 @@ class TransformerBlock(nn.Module):
         """
         resid = self.hook_resid_pre(resid)
         q_in, k_in, v_in = self._attn_inputs(resid)
-        attn_out = self.attn(q_in, k_in, v_in, rotary=rotary, mask=mask, cache=cache)
+        attn_out = self.attn(q_in, k_in, v_in, rotary=rotary, mask=mask, cache=cache, qk_pos=qk_pos)
         with_attn = _add_residual(resid, attn_out, self.hook_attn_out)
         if self.mlp is None:
             return self.hook_resid_post(with_attn)

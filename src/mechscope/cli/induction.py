@@ -80,7 +80,7 @@ def analyze_cmd(
     import torch
 
     from mechscope.errors import MechscopeError
-    from mechscope.experiments.induction import analyze, public
+    from mechscope.experiments.induction_analysis import analyze, public
 
     if threads is not None:
         torch.set_num_threads(threads)

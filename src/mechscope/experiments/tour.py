@@ -28,7 +28,7 @@ from mechscope.viz.report import Section, esc, table_html, write_report
 # case-study modules that contribute a `tour_section(out_dir, model=None)`
 EXTRA_SECTIONS = [
     "mechscope.experiments.ioi",
-    "mechscope.experiments.induction",
+    "mechscope.experiments.induction_analysis",
     "mechscope.experiments.grokking",
     "mechscope.experiments.superposition",
     "mechscope.experiments.dictionaries",

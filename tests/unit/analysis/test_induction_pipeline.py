@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from mechscope.errors import ConfigError
-from mechscope.experiments.induction import InductionConfig, analyze, halfway_step, public, train
+from mechscope.experiments.induction import InductionConfig, train
+from mechscope.experiments.induction_analysis import analyze, halfway_step, public
 
 
 def test_train_analyze_and_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

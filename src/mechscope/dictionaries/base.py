@@ -218,11 +218,14 @@ class Dictionary(HookedModule):
                 f"this {self.cfg.architecture} dictionary was trained on width {width}"
             )
 
+    def scaled_input(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_in"]:
+        """The hooked, scaled input (``x_s`` in the module docstring), before ``b_dec`` is subtracted."""
+        x = self.hook_sae_input(x.to(self.W_enc.dtype))
+        return x * self.cfg.input_scale if self.cfg.input_scale != 1.0 else x
+
     def center(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_in"]:
         """Scale and centre the input (``x_c`` in the module docstring)."""
-        x = self.hook_sae_input(x.to(self.W_enc.dtype))
-        if self.cfg.input_scale != 1.0:
-            x = x * self.cfg.input_scale
+        x = self.scaled_input(x)
         return x - self.b_dec if self.cfg.apply_b_dec_to_input else x
 
     def pre_acts(self, x_c: Tensor) -> Tensor:

@@ -22,7 +22,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mechscope.dictionaries.base import Dictionary, DictionaryConfig, TrainContext, TrainOutput, compute_dtype
+from mechscope.dictionaries.base import (
+    Dictionary,
+    DictionaryConfig,
+    TrainContext,
+    TrainOutput,
+    compute_dtype,
+    squared_error,
+)
 from mechscope.dictionaries.registry import register
 from mechscope.errors import ConfigError
 
@@ -171,9 +178,7 @@ class JumpReLUDictionary(Dictionary):
 
     def training_losses(self, x: Tensor, target: Tensor, ctx: TrainContext) -> TrainOutput:
         """Fused fast path (``_JumpReLUCode``); equal up to rounding to the dense reference in ``Dictionary``."""
-        x_s = self.hook_sae_input(x.to(self.W_enc.dtype))
-        if self.cfg.input_scale != 1.0:
-            x_s = x_s * self.cfg.input_scale
+        x_s = self.scaled_input(x)
         target = self.scale_target(target)
         b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
         dec, l0_sum, fired = _JumpReLUCode.apply(x_s.reshape(-1, self.cfg.d_in), b_dec, self.W_enc, self.b_enc,
@@ -181,7 +186,7 @@ class JumpReLUDictionary(Dictionary):
                                                  compute_dtype(self.W_enc), ctx.stats)
         recons = dec.view(*target.shape[:-1], -1) + self.b_dec
         n = max(recons.reshape(-1, recons.shape[-1]).shape[0], 1)
-        mse = (recons - target).pow(2).sum() / n
+        mse = squared_error(recons, target)  # as the reference path
         sparsity = self.cfg.l0_coefficient * ctx.sparsity_scale * l0_sum / n
         l0 = (l0_sum / n).detach()
         return TrainOutput(mse + sparsity, mse, sparsity, mse.new_zeros(()), recons.detach(), fired, l0)

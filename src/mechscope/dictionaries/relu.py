@@ -20,6 +20,7 @@ from mechscope.dictionaries.base import (
     TrainContext,
     TrainOutput,
     compute_dtype,
+    squared_error,
     zero,
 )
 from mechscope.dictionaries.registry import register
@@ -106,16 +107,14 @@ class ReLUDictionary(Dictionary):
         """Fused fast path (``_ReLUCode``); equal up to rounding to the dense reference in ``Dictionary``."""
         if type(self).skip is not Dictionary.skip:  # a subclass with a skip term: use the reference path
             return super().training_losses(x, target, ctx)
-        x_s = self.hook_sae_input(x.to(self.W_enc.dtype))
-        if self.cfg.input_scale != 1.0:
-            x_s = x_s * self.cfg.input_scale
+        x_s = self.scaled_input(x)
         target = self.scale_target(target)
         b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
         dec, l1, fired = _ReLUCode.apply(x_s.reshape(-1, self.cfg.d_in), b_dec, self.W_enc, self.b_enc,
                                          self.W_dec, self.decoder_norms(), compute_dtype(self.W_enc), ctx.stats)
         recons = dec.view(*target.shape[:-1], -1) + self.b_dec
         n = max(recons.reshape(-1, recons.shape[-1]).shape[0], 1)
-        mse = (recons - target).pow(2).sum() / n
+        mse = squared_error(recons, target)  # as the reference path
         sparsity = self.cfg.l1_coefficient * ctx.sparsity_scale * l1 / n
         l0 = fired.sum() / n if ctx.stats else torch.tensor(math.nan)
         return TrainOutput(mse + sparsity, mse, sparsity, zero(mse), recons.detach(), fired, l0)

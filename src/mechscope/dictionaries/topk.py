@@ -77,10 +77,7 @@ class TopKDictionary(Dictionary):
         with torch.no_grad():
             pre = self.pre_acts(x_c)
         code, pre_vals = self._select(pre, ctx)
-        if pre_vals.dtype != self.W_enc.dtype:  # chosen under bf16 autocast: recompute the values exactly
-            pre_vals = so.exact_pre(code, x_c, self.W_enc, self.b_enc)
-        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
-        vals = so.gather_pre(x_c, self.W_enc, self.b_enc, b_dec, code, pre_vals).relu()
+        vals = self._chosen_acts(x_c, code, pre_vals)
         recons = so.sparse_decode(code, vals, self.W_dec) + self.b_dec + self.skip(x_c)
         mse = (recons - target).pow(2).sum() / x.shape[0]
         aux = self._aux_k_loss(x_c, target, recons, pre, ctx)
@@ -89,6 +86,14 @@ class TopKDictionary(Dictionary):
             fired = so.fired_counts(code, vals, self.cfg.d_sae)
             l0 = fired.sum() / x.shape[0]
         return TrainOutput(mse + sparsity + aux, mse, sparsity, aux, recons.detach(), fired, l0)
+
+    def _chosen_acts(self, x_c: Tensor, code: so.SparseCode, pre_vals: Tensor) -> Tensor:
+        """Differentiable ReLU-ed pre-activations at the chosen pairs. Values chosen under bf16 autocast are
+        recomputed exactly in the parameters' dtype first (only the selection may round)."""
+        if pre_vals.dtype != self.W_enc.dtype:
+            pre_vals = so.exact_pre(code, x_c, self.W_enc, self.b_enc)
+        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
+        return so.gather_pre(x_c, self.W_enc, self.b_enc, b_dec, code, pre_vals).relu()
 
     def _sparse_sparsity_loss(self, code: so.SparseCode, vals: Tensor, ctx: TrainContext) -> Tensor:
         return zero(vals)
@@ -105,11 +110,7 @@ class TopKDictionary(Dictionary):
         with torch.no_grad():
             top = pre.masked_fill(~dead, -torch.inf).topk(k_aux, dim=-1, sorted=False)
         code = so.code_from_topk(top.indices, self.cfg.d_sae)
-        aux_vals = top.values.reshape(-1)
-        if aux_vals.dtype != self.W_enc.dtype:
-            aux_vals = so.exact_pre(code, x_c, self.W_enc, self.b_enc)
-        b_dec = self.b_dec if self.cfg.apply_b_dec_to_input else None
-        vals = so.gather_pre(x_c, self.W_enc, self.b_enc, b_dec, code, aux_vals).relu()
+        vals = self._chosen_acts(x_c, code, top.values.reshape(-1))
         residual = (target - recons).detach()
         err = so.sparse_decode(code, vals, self.W_dec) - residual
         scale = min(n_dead / k_aux_full, 1.0)

@@ -87,3 +87,8 @@ def test_repeated_batches_and_plateau_stop() -> None:
         InductionConfig(repeat_frac=1.5)
     with pytest.raises(ConfigError):
         InductionConfig(stop_at_induction=0.0)
+    with pytest.raises(ConfigError, match="precision"):
+        InductionConfig(precision="float16")
+    with pytest.raises(ConfigError, match="val_sequences"):
+        InductionConfig(val_sequences=0)
+    assert InductionConfig(positional="shortformer").positional == "shortformer"

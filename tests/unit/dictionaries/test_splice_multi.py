@@ -11,6 +11,7 @@ import torch
 from mechscope.dictionaries.crosscoder import Crosscoder, CrosscoderConfig
 from mechscope.dictionaries.evals import EvalConfig, evaluate, evaluate_many
 from mechscope.dictionaries.splice import splice
+from mechscope.dictionaries.steering import clamp_latent
 from mechscope.dictionaries.transcoder import Transcoder, TranscoderConfig
 from mechscope.errors import ConfigError, HookNameError, ShapeError
 from mechscope.models.config import MLPConfig
@@ -162,14 +163,8 @@ def test_transcoder_error_term_reproduces_clean_logits(model: HookedTransformer,
         _, cache = model.run_with_cache(tokens, names=[s["acts_post"]])
         acts = cache[s["acts_post"]]
         j = int(acts.ne(0).sum((0, 1)).argmax())
-
-        def ablate(a: torch.Tensor, hook: object) -> torch.Tensor:
-            a = a.clone()
-            a[..., j] = 0
-            return a
-
         _, base = model.run_with_cache(tokens, names=[T_OUT])
-        with model.hooks(fwd=[(s["acts_post"], ablate)]):
+        with clamp_latent(model, s, j, 0.0):
             _, edited = model.run_with_cache(tokens, names=[T_OUT])
     torch.testing.assert_close(edited[T_OUT] - base[T_OUT], -acts[..., j, None] * exact.W_dec[j], atol=1e-5, rtol=0)
 
@@ -247,13 +242,7 @@ def test_crosscoder_error_term_and_latent_edits(model: HookedTransformer, tokens
         _, cache = model.run_with_cache(tokens, names=[s["acts_post"]])
         acts = cache[s["acts_post"]]
         j = int(acts.ne(0).sum((0, 1)).argmax())
-
-        def ablate(a: torch.Tensor, hook: object) -> torch.Tensor:
-            a = a.clone()
-            a[..., j] = 0
-            return a
-
-        with model.hooks(fwd=[(s["acts_post"], ablate)]):
+        with clamp_latent(model, s, j, 0.0):
             _, edited = model.run_with_cache(tokens, names=list(CC_HOOKS))
     for i, h in enumerate(CC_HOOKS):  # each layer = its clean activation + the latent's change at that layer
         torch.testing.assert_close(edited[h] - clean[h], -acts[..., j, None] * cc.W_dec[j, i], atol=1e-5, rtol=0)

@@ -20,6 +20,8 @@ def train_cmd(
     vocab_size: int = typer.Option(2048, "--vocab-size", help="Keep the N-1 most frequent tokens + OOV; "
                                    "0 keeps the tokenizer's whole vocabulary (use 0 with --tokenizer bytes)."),
     positional: str = typer.Option("learned", "--positional", help="learned (exact circuits), rotary, or shortformer (positions in Q/K inputs only)."),
+    pos_init: str = typer.Option("normal", "--pos-init", help="Initial learned positions: normal (random) or "
+                                 "sinusoidal (Vaswani's table, then trained; previous-token heads form at long contexts)."),
     norm: str = typer.Option("layernorm", "--norm", help="none (exact circuits) or layernorm (pre-norm)."),
     steps: int = typer.Option(4000, "--steps", help="Updates of the two-layer model."),
     eval_every: int = typer.Option(50, "--eval-every", help="Evaluate ICL/induction scores every N updates."),
@@ -58,7 +60,7 @@ def train_cmd(
         raise typer.BadParameter(f"--only accepts zero_layer, one_layer, two_layer; got {bad}")
     try:
         cfg = InductionConfig(corpus=corpus, tokenizer=tokenizer, vocab_size=vocab_size or None, positional=positional,
-                              norm=norm, warmup_steps=warmup_steps, weight_decay=weight_decay,
+                              pos_init=pos_init, norm=norm, warmup_steps=warmup_steps, weight_decay=weight_decay,
                               repeat_frac=repeat_frac, stop_at_induction=stop_at_induction, steps=steps, d_model=d_model, n_heads=n_heads, d_head=d_head, n_ctx=n_ctx,
                               batch_size=batch_size, lr=lr, seed=seed, eval_every=eval_every,
                               checkpoint_every=checkpoint_every, precision=precision)

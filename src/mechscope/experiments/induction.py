@@ -21,6 +21,7 @@ pictures for the tour (reusing a finished run if present).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,11 @@ class InductionConfig:
     positions; QK/composition scores then see content only), or ``shortformer`` (learned positions added to
     the query/key inputs only, as in TransformerLens's attn-only models: positions steer attention without
     occupying the residual stream)."""
+    pos_init: str = "normal"
+    """Initial learned positions (``learned``/``shortformer``): ``normal`` (random, like every other weight)
+    or ``sinusoidal`` (Vaswani et al.'s table at the same scale, then trained): with random rows a
+    previous-token head needs "one position back" as a rank-``d_head`` map of ``n_ctx`` random vectors, which
+    stops being representable once ``n_ctx`` > ``d_model``; a sinusoidal table makes it one rotation."""
     norm: str = "layernorm"
     """``none`` (logits are exactly a sum of paths) or ``layernorm`` (pre-norm: attention logits start
     large enough for positional heads to form quickly; weight analyses fold only the norm's gain)."""
@@ -111,6 +117,10 @@ class InductionConfig:
         if self.positional not in ("learned", "rotary", "shortformer"):
             raise ConfigError(f"InductionConfig.positional must be 'learned', 'rotary' or 'shortformer', "
                               f"got {self.positional!r}")
+        if self.pos_init not in ("normal", "sinusoidal"):
+            raise ConfigError(f"InductionConfig.pos_init must be 'normal' or 'sinusoidal', got {self.pos_init!r}")
+        if self.pos_init == "sinusoidal" and self.d_model % 2:
+            raise ConfigError(f"InductionConfig.pos_init 'sinusoidal' needs an even d_model, got {self.d_model}")
         if self.norm not in ("none", "layernorm"):
             raise ConfigError(f"InductionConfig.norm must be 'none' or 'layernorm', got {self.norm!r}")
         if self.lr <= 0:
@@ -258,6 +268,8 @@ def train(cfg: InductionConfig, out_dir: str | Path, *, progress: bool = True, r
             summary[name] = "already trained"
             continue
         model = HookedTransformer(model_config(cfg, n_layers, corpus.d_vocab), seed=cfg.seed)
+        if cfg.pos_init == "sinusoidal" and model.cfg.positional.kind in ("learned", "shortformer"):
+            _sinusoidal_positions(model)
         if n_layers == 0:
             for layer in range(model.cfg.n_layers):
                 w_o = model.get_parameter(f"blocks.{layer}.attn.W_O")
@@ -280,6 +292,16 @@ def train(cfg: InductionConfig, out_dir: str | Path, *, progress: bool = True, r
     return summary
 
 
+def _sinusoidal_positions(model: Any) -> None:
+    """Overwrite ``W_pos`` with the sinusoidal table, scaled to the same per-entry RMS as the random init."""
+    from mechscope.models.components.embed import sinusoidal_table
+    from mechscope.models.transformer import init_std
+
+    d_model = model.cfg.d_model
+    with torch.no_grad():
+        model.W_pos.copy_(sinusoidal_table(model.cfg.n_ctx, d_model) * (init_std(d_model) * math.sqrt(2)))
+
+
 def _plateau_stop(cfg: InductionConfig) -> Any:
     """``stop(record)`` for the trainer: True once the induction score has formed and plateaued."""
     seen: list[float] = []
@@ -296,9 +318,11 @@ def _plateau_stop(cfg: InductionConfig) -> Any:
 
 
 def _identity(cfg: InductionConfig) -> dict[str, Any]:
-    """The settings a resumed run must share (step counts, the early stop and the precision may change)."""
+    """The settings a resumed run must share (step counts, the early stop and the precision may change;
+    ``pos_init`` is left out at its default, so runs made before it existed still resume)."""
     return {k: v for k, v in asdict(cfg).items()
-            if not k.endswith("steps") and k not in ("stop_at_induction", "plateau_evals", "precision")}
+            if not k.endswith("steps") and k not in ("stop_at_induction", "plateau_evals", "precision")
+            and not (k == "pos_init" and v == "normal")}
 
 
 def _finished(run_dir: Path, steps: int) -> bool:

@@ -28,6 +28,11 @@ from mechscope.models.components.rotary import rotary_cos_sin
 from mechscope.models.config import ModelConfig
 
 
+def init_std(d_model: int) -> float:
+    """Standard deviation of every initial weight matrix: 0.8 / sqrt(d_model) (TransformerLens's default)."""
+    return 0.8 / math.sqrt(d_model)
+
+
 class HookedTransformer(HookedModule):
     """A decoder-only transformer whose every activation is a named hook point.
 
@@ -60,7 +65,7 @@ class HookedTransformer(HookedModule):
     def init_weights(self, seed: int | None = None) -> None:
         """Normal(0, 0.8/sqrt(d_model)) weight matrices (TransformerLens's default), zero biases, unit norms."""
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        std = 0.8 / math.sqrt(self.cfg.d_model)
+        std = init_std(self.cfg.d_model)
         with torch.no_grad():
             for name, p in self.named_parameters():
                 leaf = name.rsplit(".", 1)[-1]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+from jaxtyping import Float
 from torch import Tensor, nn
 
 
@@ -26,6 +29,26 @@ class PosEmbed(nn.Module):
 
     def forward(self, positions: Tensor) -> Tensor:
         return nn.functional.embedding(positions, self.W_pos)
+
+
+def sinusoidal_table(n_ctx: int, d_model: int, base: float = 10000.0) -> Float[Tensor, "n_ctx d_model"]:
+    """Vaswani et al.'s position table: column ``2i`` is ``sin(p · base^(-2i/d))``, ``2i+1`` its cosine.
+
+    Each position's row is a point on ``d_model/2`` circles, so "the position one back" is the same rotation
+    for every position: a single low-rank QK circuit can attend to the previous token at all ``n_ctx``
+    positions. Used to *initialise* learned ``W_pos`` (then trained as usual); random rows make that map
+    unrepresentable once ``n_ctx`` exceeds the head's rank, and previous-token heads form much later.
+    Entries lie in [-1, 1] with a root-mean-square of ``1/sqrt(2)`` per row: scale it to the other weights' init.
+    """
+    if n_ctx < 1 or d_model < 2 or d_model % 2:
+        raise ValueError(f"sinusoidal_table needs n_ctx >= 1 and an even d_model >= 2, got n_ctx={n_ctx}, "
+                         f"d_model={d_model}")
+    pos = torch.arange(n_ctx, dtype=torch.float64)[:, None]
+    freq = torch.exp(-math.log(base) * torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    table = torch.empty(n_ctx, d_model, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq)
+    return table.float()
 
 
 class Unembed(nn.Module):

@@ -135,6 +135,7 @@ class HookedModule(nn.Module):
 
     def run_with_cache(self, *args: Any, names: NamesFilter = None,
                        grad_of: Callable[[Tensor], Tensor] | None = None,
+                       names_filter: NamesFilter = None,
                        **kwargs: Any) -> tuple[Tensor, ActivationCacheT]:
         """Run forward and return ``(output, cache)`` holding only the requested hook names.
 
@@ -142,9 +143,14 @@ class HookedModule(nn.Module):
             names: None (every hook point), one name, a list of names, or a predicate on names.
             grad_of: if given, ``grad_of(output)`` must return a scalar; it is back-propagated and the
                 cache also holds ``<name>_grad`` for every requested name.
+            names_filter: TransformerLens's name for ``names`` (accepted so its users' code runs as is).
         """
         from mechscope.cache.activation_cache import ActivationCache
 
+        if names_filter is not None:
+            if names is not None:
+                raise TypeError("run_with_cache: give names or names_filter (its TransformerLens alias), not both")
+            names = names_filter
         wanted = self.hook_names(names)
         store: dict[str, Tensor] = {}
         keep_graph = grad_of is not None

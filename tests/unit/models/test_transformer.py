@@ -74,6 +74,15 @@ def test_cache_holds_only_requested_names_and_gradients_when_asked() -> None:
     assert torch.allclose(g, resid.grad, atol=1e-6)
 
 
+def test_run_with_cache_accepts_transformerlens_names_filter() -> None:
+    model = tiny_model()
+    tokens = torch.randint(0, 50, (2, 6))
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
+    assert sorted(cache) == ["blocks.0.attn.hook_pattern", "blocks.1.attn.hook_pattern"]
+    with pytest.raises(TypeError, match="not both"):
+        model.run_with_cache(tokens, names=["blocks.0.hook_resid_post"], names_filter="blocks.0.hook_resid_post")
+
+
 def test_stop_at_layer_returns_residual() -> None:
     model = tiny_model()
     tokens = torch.randint(0, 50, (1, 4))

@@ -132,3 +132,24 @@ def test_fused_weights_built_under_inference_mode_serve_autograd_later() -> None
     logits = model.run_with_hooks(tokens, fwd=[("blocks.0.hook_resid_pre", make_leaf)])
     logits[0, -1].logsumexp(-1).backward()  # frozen weights, input that requires grad
     assert leaf[0].grad is not None and leaf[0].grad.abs().sum() > 0
+
+
+def test_autocast_training_runs_attention_in_float32() -> None:
+    """bf16 training: the fused attention kernel gets float32 inputs (its bf16 CPU backward is slow); the
+    gradients equal a float32 attention on the same bf16-rounded projections, and inference keeps bf16."""
+    from mechscope.models.components.attention import _sdpa
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 8, generator=g).bfloat16().requires_grad_(True) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = _sdpa(q, k, v, None, 0.5, False)
+        with torch.no_grad():
+            assert _sdpa(q, k, v, None, 0.5, False).dtype == torch.bfloat16
+    assert z.dtype == torch.float32
+    z.square().sum().backward()
+    qf, kf, vf = (t.detach().float().requires_grad_(True) for t in (q, k, v))
+    ref = torch.nn.functional.scaled_dot_product_attention(qf, kf, vf, is_causal=True, scale=0.5)
+    assert torch.allclose(z, ref, atol=1e-6)
+    ref.square().sum().backward()
+    assert q.grad is not None and qf.grad is not None
+    assert torch.allclose(q.grad.float(), qf.grad, atol=1e-2, rtol=1e-2)

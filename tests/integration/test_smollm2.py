@@ -16,8 +16,8 @@ def test_logits_and_activations_equal_transformers_gguf(smollm2, hf_smollm2_gguf
     report = compare_to_hf(smollm2, hf_smollm2_gguf, tokens)
     assert report.logits_max_abs <= 1e-3, report.to_dict()
     assert len(report.hooks) == 30 * 10
-    name, worst = report.worst_hook
-    assert worst <= 1e-3, (name, worst)
+    name, worst = report.worst_hook_rel  # relative: activations reach ~2e4, beyond any fixed float32 bound
+    assert worst <= 1e-5, (name, worst, report.hook_scales[name])
 
 
 def test_parameter_count_matches_the_source_model(smollm2) -> None:

@@ -27,6 +27,9 @@ class ParityReport:
     dtype: str
     logits_max_abs: float
     hooks: dict[str, float] = field(default_factory=dict)
+    hook_scales: dict[str, float] = field(default_factory=dict)
+    """max |reference activation| per hook (activations reach ~2e4 in SmolLM2's middle layers, where float32
+    rounding alone exceeds any fixed absolute bound; compare ``worst_hook_rel`` instead)."""
     logit_scale: float = 0.0
     logits: Tensor | None = field(default=None, repr=False)
     """Our logits (kept so callers need not run the model again; not part of ``to_dict``)."""
@@ -38,12 +41,19 @@ class ParityReport:
         """The hook with the largest difference ("", 0.0 if none compared)."""
         return max(self.hooks.items(), key=lambda kv: kv[1]) if self.hooks else ("", 0.0)
 
+    @property
+    def worst_hook_rel(self) -> tuple[str, float]:
+        """The hook with the largest max |Δ| / max |reference| ("", 0.0 if none compared)."""
+        rel = {n: d / max(self.hook_scales.get(n, 0.0), 1e-30) for n, d in self.hooks.items()}
+        return max(rel.items(), key=lambda kv: kv[1]) if rel else ("", 0.0)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
         name, worst = self.worst_hook
+        rel_name, rel = self.worst_hook_rel
         return {"dtype": self.dtype, "logits_max_abs": self.logits_max_abs, "logit_scale": self.logit_scale,
                 "n_hooks_compared": len(self.hooks), "worst_hook": name, "worst_hook_max_abs": worst,
-                "hooks": self.hooks}
+                "worst_hook_rel": rel_name, "worst_hook_rel_diff": rel, "hooks": self.hooks}
 
 
 def _resolve(module: Any, path: str) -> Any:
@@ -93,4 +103,5 @@ def compare_to_hf(model: HookedTransformer, hf_model: Any, tokens: Tensor) -> Pa
         ours = cache[name]
         other = theirs[name].reshape(ours.shape) if r.view != "flat" else theirs[name]
         report.hooks[name] = float((ours.float() - other.float()).abs().max())
+        report.hook_scales[name] = float(other.float().abs().max())
     return report

@@ -59,7 +59,7 @@ def phase_change_plot(steps: Sequence[int], icl: Sequence[float], induction: Seq
     if loss is not None:
         ax2.plot(steps, loss, color="#777", lw=1, ls="--", label="val loss (right axis)")
     if marker is not None:
-        ax.axvline(marker, color="k", lw=1, ls=":")
+        ax.axvline(marker, color="k", lw=1, ls=":", label=f"phase change (induction half-way, step {marker})")
         ax.text(marker, 0.95, f" step {marker}", va="top", fontsize=8)
     lines = ax.get_lines() + ax2.get_lines()
     ax.legend(lines, [ln.get_label() for ln in lines], loc="center right", fontsize=8)

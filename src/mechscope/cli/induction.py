@@ -20,16 +20,16 @@ def train_cmd(
     vocab_size: int = typer.Option(2048, "--vocab-size", help="Keep the N-1 most frequent tokens + OOV; "
                                    "0 keeps the tokenizer's whole vocabulary (use 0 with --tokenizer bytes)."),
     positional: str = typer.Option("learned", "--positional", help="learned (exact circuits), rotary, or shortformer (positions in Q/K inputs only)."),
-    pos_init: str = typer.Option("normal", "--pos-init", help="Initial learned positions: normal (random) or "
+    pos_init: str = typer.Option("sinusoidal", "--pos-init", help="Initial learned positions: normal (random) or "
                                  "sinusoidal (Vaswani's table, then trained; previous-token heads form at long contexts)."),
     norm: str = typer.Option("layernorm", "--norm", help="none (exact circuits) or layernorm (pre-norm)."),
-    steps: int = typer.Option(4000, "--steps", help="Updates of the two-layer model."),
+    steps: int = typer.Option(2500, "--steps", help="Updates of the two-layer model."),
     eval_every: int = typer.Option(50, "--eval-every", help="Evaluate ICL/induction scores every N updates."),
     checkpoint_every: int = typer.Option(50, "--checkpoint-every", help="Keep weights every N updates."),
-    d_model: int = typer.Option(128, "--d-model", help="Residual width."),
+    d_model: int = typer.Option(256, "--d-model", help="Residual width."),
     n_heads: int = typer.Option(8, "--n-heads", help="Heads per layer."),
-    d_head: int = typer.Option(16, "--d-head", help="Per-head dimension."),
-    n_ctx: int = typer.Option(128, "--n-ctx", help="Context length."),
+    d_head: int = typer.Option(32, "--d-head", help="Per-head dimension."),
+    n_ctx: int = typer.Option(256, "--n-ctx", help="Context length."),
     batch_size: int = typer.Option(32, "--batch-size", help="Sequences per update."),
     lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate."),
     warmup_steps: int = typer.Option(100, "--warmup-steps", help="Linear learning-rate warm-up updates."),

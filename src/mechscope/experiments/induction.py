@@ -47,20 +47,20 @@ class InductionConfig:
     vocab_size: int | None = 2048
     """Keep only the most frequent ``vocab_size − 1`` tokens (+ one OOV id), e.g. 4096 for ``smollm2``;
     None keeps the tokenizer's whole vocabulary."""
-    n_ctx: int = 128
+    n_ctx: int = 256
     """Context length of every model."""
-    d_model: int = 128
+    d_model: int = 256
     """Residual width."""
     n_heads: int = 8
     """Heads per layer."""
-    d_head: int = 16
+    d_head: int = 32
     """Per-head dimension."""
     positional: str = "learned"
     """``learned`` absolute embeddings (the weights read exactly as circuits), ``rotary`` (relative
     positions; QK/composition scores then see content only), or ``shortformer`` (learned positions added to
     the query/key inputs only, as in TransformerLens's attn-only models: positions steer attention without
     occupying the residual stream)."""
-    pos_init: str = "normal"
+    pos_init: str = "sinusoidal"
     """Initial learned positions (``learned``/``shortformer``): ``normal`` (random, like every other weight)
     or ``sinusoidal`` (Vaswani et al.'s table at the same scale, then trained): with random rows a
     previous-token head needs "one position back" as a rank-``d_head`` map of ``n_ctx`` random vectors, which
@@ -70,7 +70,7 @@ class InductionConfig:
     large enough for positional heads to form quickly; weight analyses fold only the norm's gain)."""
     batch_size: int = 32
     """Sequences per update."""
-    steps: int = 4000
+    steps: int = 2500
     """Updates of the two-layer model (at most: see ``stop_at_induction``)."""
     stop_at_induction: float | None = None
     """Stop the two-layer model early once its best induction score is >= this at ``plateau_evals``
@@ -319,7 +319,7 @@ def _plateau_stop(cfg: InductionConfig) -> Any:
 
 def _identity(cfg: InductionConfig) -> dict[str, Any]:
     """The settings a resumed run must share (step counts, the early stop and the precision may change;
-    ``pos_init`` is left out at its default, so runs made before it existed still resume)."""
+    ``pos_init`` "normal" is left out, so runs made before it existed still resume)."""
     return {k: v for k, v in asdict(cfg).items()
             if not k.endswith("steps") and k not in ("stop_at_induction", "plateau_evals", "precision")
             and not (k == "pos_init" and v == "normal")}

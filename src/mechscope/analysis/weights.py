@@ -157,13 +157,15 @@ class SkipTrigram(NamedTuple):
 
 
 def skip_trigrams(model: Any, k: int = 20, layer: int = 0, exclude: tuple[int, ...] = (),
-                  candidates: Tensor | None = None) -> list[SkipTrigram]:
+                  candidates: Tensor | None = None, per_source: int | None = None) -> list[SkipTrigram]:
     """The ``k`` strongest skip-trigrams of one layer, read from the QK and OV circuits alone.
 
     For each head, source A and query B: attention proxy = softmax over keys of QK[B, ·] (a context holding
     every candidate token once), C = argmax of the OV row of A centred over outputs; score = proxy × OV
     boost. ``exclude`` drops tokens (e.g. a document separator) from A, B and C. ``candidates`` (token ids)
     restricts A, B and C to a subset, which keeps memory at n_heads × len(candidates)² for big vocabularies.
+    ``per_source`` keeps at most that many B per (head, A): one strong source otherwise fills the whole list
+    with the same "A … → C" and only B varying.
     """
     cand = torch.arange(model.cfg.d_vocab) if candidates is None else torch.as_tensor(candidates).long()
     qk_f, ov_f = qk_circuit(model, layer), ov_circuit(model, layer)
@@ -178,10 +180,20 @@ def skip_trigrams(model: Any, k: int = 20, layer: int = 0, exclude: tuple[int, .
     score = attn * best_ov[:, None, :]
     score[:, ex, :] = float("-inf")
     score[:, :, ex] = float("-inf")
-    top = torch.topk(score.flatten(), k)
     n_tok = score.shape[1]
-    heads, rest = top.indices // (n_tok * n_tok), top.indices % (n_tok * n_tok)
-    bs, as_ = rest // n_tok, rest % n_tok
+    if per_source is not None:
+        if per_source < 1:
+            raise ValueError(f"skip_trigrams: per_source must be >= 1 or None, got {per_source}")
+        best, best_b = score.topk(min(per_source, n_tok), dim=1)  # [h per_source A]: the strongest B per (h, A)
+        top = torch.topk(best.flatten(), min(k, best.numel()))
+        per = best.shape[1]
+        heads, rest = top.indices // (per * n_tok), top.indices % (per * n_tok)
+        as_ = rest % n_tok
+        bs = best_b.flatten()[top.indices]
+    else:
+        top = torch.topk(score.flatten(), k)
+        heads, rest = top.indices // (n_tok * n_tok), top.indices % (n_tok * n_tok)
+        bs, as_ = rest // n_tok, rest % n_tok
     return [SkipTrigram(int(h), int(cand[a]), int(cand[b]), int(cand[best_c[h, a]]), float(s), float(best_ov[h, a]))
             for h, a, b, s in zip(heads, as_, bs, top.values)]
 

@@ -90,7 +90,8 @@ def _trigram_section(m1: Any, tok: Any, filler: int, sep: int) -> dict[str, Any]
     from mechscope.analysis.weights import copying_scores, skip_trigrams, verify_skip_trigrams
 
     cand = None if m1.cfg.d_vocab <= 1024 else torch.arange(1024)  # restricted vocabularies are frequency-ordered
-    tri = skip_trigrams(m1, k=20, exclude=(sep, m1.cfg.d_vocab - 1) if cand is not None else (sep,), candidates=cand)
+    tri = skip_trigrams(m1, k=20, exclude=(sep, m1.cfg.d_vocab - 1) if cand is not None else (sep,), candidates=cand,
+                        per_source=1)
     with torch.inference_mode():
         eff = verify_skip_trigrams(m1, tri, filler=filler, length=32)
     rows = [{"head": t.head, "a": t.a, "b": t.b, "c": t.c,

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mechscope.analysis.weights import (
+    SkipTrigram,
     bigram_correlation,
     bigram_logits,
     composition_baseline,
@@ -150,6 +151,16 @@ def test_skip_trigram_extraction_agrees_with_running_the_model() -> None:
     assert torch.corrcoef(torch.stack([rank(ov), rank(effects)]))[0, 1] > 0.3
     qk = qk_circuit(model, 0).AB
     assert qk.shape == (2, 12, 12)
+    # per_source=1: the same ranking restricted to the best B of each (head, A), one row per (head, A)
+    one = skip_trigrams(model, k=12, exclude=(0, 10, 11), per_source=1)
+    assert len({(t.head, t.a) for t in one}) == len(one)
+    full = skip_trigrams(model, k=2 * 12 * 12, exclude=(0, 10, 11))  # every (head, B, A)
+    first: dict[tuple[int, int], SkipTrigram] = {}
+    for t in full:  # brute force: the first (strongest) row of each (head, A) in the unrestricted list
+        first.setdefault((t.head, t.a), t)
+    want = sorted(first.values(), key=lambda t: -t.score)[:12]
+    assert [(t.head, t.a, t.b, t.c) for t in one] == [(t.head, t.a, t.b, t.c) for t in want]
+    assert {(t.a, t.b, t.c) for t in one} >= set(planted)
 
 
 def test_qk_and_ov_circuits_equal_the_model_on_tiny_contexts() -> None:

@@ -25,7 +25,9 @@ def load_config(out_dir: str | Path) -> InductionConfig:
     if not p.is_file():
         raise ConfigError(f"{p} is missing: {out_dir} is not an induction run (make one with "
                           "`mechscope induction train --out DIR`)")
-    return InductionConfig(**json.loads(p.read_text()))
+    saved = json.loads(p.read_text())
+    saved.setdefault("pos_init", "normal")  # runs made before pos_init existed started from random positions
+    return InductionConfig(**saved)
 
 
 def _load(out: Path, name: str) -> Any:

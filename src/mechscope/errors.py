@@ -61,3 +61,15 @@ def unknown_hook(name: str, candidates: Iterable[str]) -> HookNameError:
 def shape_error(what: str, expected: object, got: Iterable[int] | str) -> ShapeError:
     """Build a shape error naming the tensor, the expected and the actual shape."""
     return ShapeError(f"{what}: expected shape {expected}, got {got if isinstance(got, str) else tuple(got)}")
+
+
+class LockedError(MechscopeError, OSError):
+    """A directory is being written by another process (or another writer in this one); names the holder."""
+
+
+class MemoryBudgetError(MechscopeError, MemoryError):
+    """An operation would hold more memory than its budget; the message says what would fit."""
+
+
+class UntrustedCodeError(MechscopeError, PermissionError):
+    """A model directory asks to run its own Python code (``auto_map``); mechscope never does."""

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from mechscope.activations.store import ActivationStore
 from mechscope.errors import ConfigError, ShapeError
+from mechscope.io_safety import crash_point, dir_lock
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,14 +213,19 @@ class ActivationSource:
         """Write ``n_tokens`` rows per hook into the store at ``path`` (created, or resumed if present).
 
         A store written by a different source description (hooks, sequence settings) is refused with
-        ``ConfigError``, so a resume never mixes two harvests.
+        ``ConfigError``, so a resume never mixes two harvests. The store directory is locked while it is
+        written (a second harvester gets ``LockedError`` naming this one's PID).
         """
-        from tqdm.auto import tqdm
-
         if n_tokens <= 0:
             raise ConfigError(f"n_tokens must be positive, got {n_tokens}")
+        with dir_lock(path, "activation harvest"):
+            return self._harvest(Path(path), n_tokens, shard_rows, dtype, metadata, progress)
+
+    def _harvest(self, root: Path, n_tokens: int, shard_rows: int, dtype: str, metadata: dict[str, Any] | None,
+                 progress: bool) -> ActivationStore:
+        from tqdm.auto import tqdm
+
         desc = self.describe() | {"metadata": dict(metadata or {})}
-        root = Path(path)
         if (root / "manifest.json").exists():
             store = ActivationStore.open(root)
             if store.manifest["metadata"].get("source") != desc:
@@ -230,6 +236,8 @@ class ActivationSource:
                                            metadata={"source": desc})
         done = store.n_rows
         if done >= n_tokens:
+            if not store.complete:  # killed after the last shard, before finish()
+                store.finish()
             return store
         seq, offset = self.locate_row(done)
         bar = tqdm(total=n_tokens, initial=done, unit="tok", desc="harvest", disable=not progress)
@@ -243,6 +251,7 @@ class ActivationSource:
             if done >= n_tokens:
                 break
         bar.close()
+        crash_point("harvest.before_finish")
         if done < n_tokens:
             store.flush()
             raise ConfigError(f"the token source ran out after {done} of {n_tokens} rows; use a bigger corpus "

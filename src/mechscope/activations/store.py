@@ -24,6 +24,7 @@ from torch import Tensor
 
 from mechscope.dictionaries.io import atomic_save_tensors, atomic_write_json, read_json, read_tensors
 from mechscope.errors import ConfigError, ModelFileError, ShapeError
+from mechscope.io_safety import crash_point
 
 FORMAT, FORMAT_VERSION, MANIFEST = "mechscope.activations", 1, "manifest.json"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -112,6 +113,7 @@ class ActivationStore:
         cat = {h: torch.cat(parts) for h, parts in self._pending.items()}
         name = f"shard-{len(self.manifest['shards']):05d}.safetensors"
         atomic_save_tensors(self.path / name, {h: t[:n] for h, t in cat.items()})
+        crash_point("store.before_manifest")
         self.manifest["shards"].append({"file": name, "n_rows": n})
         atomic_write_json(self.path / MANIFEST, self.manifest)
         self._pending = {h: [t[n:]] if t.shape[0] > n else [] for h, t in cat.items()}

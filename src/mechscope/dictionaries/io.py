@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from mechscope import io_safety
 from mechscope.dictionaries.base import Dictionary
 from mechscope.dictionaries.registry import config_from_dict, create
 from mechscope.errors import ConfigError, ModelFileError, ShapeError
@@ -36,32 +36,19 @@ SAELENS_CONFIG_FILE, SAELENS_WEIGHTS_FILE = "cfg.json", "sae_weights.safetensors
 _SAELENS_VERSION = "6.0.0"  # the layout version we write (any 6.x reads it)
 
 
-# -- atomic files -------------------------------------------------------------------------------------
-def _fsync_replace(tmp: str, final: Path) -> None:
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    dir_fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
+# -- atomic files (unique temporaries, fsync, rename: see io_safety) ------------------------------------
 def atomic_write_json(path: Path, data: Any) -> None:
     """Write JSON so that ``path`` holds either the old or the complete new content."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    _fsync_replace(tmp, path)
+    io_safety.atomic_write_json(path, data)
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> None:
-    """``safetensors`` save via tmp + fsync + rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-    _fsync_replace(tmp, path)
+    """``safetensors`` save via a unique temporary + fsync + rename."""
+    clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    io_safety.atomic_write(path, lambda p: save_file(clean, str(p), metadata=metadata))
+
+
+OWNED_FILES = {CONFIG_FILE, WEIGHTS_FILE, SAELENS_CONFIG_FILE, SAELENS_WEIGHTS_FILE}
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -111,14 +98,20 @@ def _check_expectations(d: Dictionary, d_in: int | None, hook_name: str | None, 
 
 # -- our format ---------------------------------------------------------------------------------------
 def save(dictionary: Dictionary, path: str | os.PathLike[str]) -> Path:
-    """Save in mechscope's format (``config.json`` + ``dictionary.safetensors``); returns the directory."""
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
+    """Save in mechscope's format (``config.json`` + ``dictionary.safetensors``); returns the directory.
+
+    The directory is built under a hidden temporary name and published by one rename, so a kill never
+    leaves new weights beside an old (or no) config.
+    """
+    return io_safety.write_dir(path, lambda d: write_files(dictionary, d), OWNED_FILES, "a dictionary")
+
+
+def write_files(dictionary: Dictionary, out: Path) -> None:
+    """Write ``config.json`` + ``dictionary.safetensors`` into the existing directory ``out``."""
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "architecture": dictionary.cfg.architecture}
     atomic_save_tensors(out / WEIGHTS_FILE, dict(dictionary.state_dict()), meta)
     atomic_write_json(out / CONFIG_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION,
                                           "config": dictionary.cfg.to_dict()})
-    return out
 
 
 def load(path: str | os.PathLike[str], *, d_in: int | None = None, hook_name: str | None = None) -> Dictionary:

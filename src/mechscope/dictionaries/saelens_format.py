@@ -18,6 +18,7 @@ from torch import Tensor
 from mechscope.dictionaries.base import Dictionary
 from mechscope.dictionaries.io import (
     _SAELENS_VERSION,
+    OWNED_FILES,
     SAELENS_CONFIG_FILE,
     SAELENS_WEIGHTS_FILE,
     _check_expectations,
@@ -29,6 +30,7 @@ from mechscope.dictionaries.io import (
 )
 from mechscope.dictionaries.registry import config_from_dict, create
 from mechscope.errors import ConfigError, ModelFileError
+from mechscope.io_safety import write_dir
 
 _TO_SAELENS = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu",
                "gated": "gated"}
@@ -62,8 +64,6 @@ def save_saelens(dictionary: Dictionary, path: str | os.PathLike[str]) -> Path:
     else:
         raise ConfigError(f"SAELens has no {arch!r} architecture; SAELens can hold {sorted(_TO_SAELENS)} and "
                           f"transcoder; use mechscope's own format (io.save)")
-    out = Path(path)
-    out.mkdir(parents=True, exist_ok=True)
     data: dict[str, Any] = {
         "architecture": sl_arch, "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": cfg.dtype, "device": "cpu",
         "apply_b_dec_to_input": cfg.apply_b_dec_to_input, "normalize_activations": "none",
@@ -76,9 +76,13 @@ def save_saelens(dictionary: Dictionary, path: str | os.PathLike[str]) -> Path:
         data.update(k=cfg.k, rescale_acts_by_decoder_norm=False)  # type: ignore[attr-defined]
     if sl_arch in ("transcoder", "skip_transcoder"):
         data["d_out"] = cfg.d_output
-    atomic_save_tensors(out / SAELENS_WEIGHTS_FILE, _folded_weights(dictionary))
-    atomic_write_json(out / SAELENS_CONFIG_FILE, data)
-    return out
+    weights = _folded_weights(dictionary)
+
+    def write(out: Path) -> None:
+        atomic_save_tensors(out / SAELENS_WEIGHTS_FILE, weights)
+        atomic_write_json(out / SAELENS_CONFIG_FILE, data)
+
+    return write_dir(path, write, OWNED_FILES, "a SAELens dictionary")  # one rename: never a torn pair
 
 
 def _config_from_saelens(data: dict[str, Any], where: Path) -> dict[str, Any]:

@@ -116,7 +116,10 @@ FAST = GrokkingConfig(lr=1e-2, epochs=3000, eval_every=10, checkpoint_every=50, 
                       stop_margin=0.4)
 """Same task, model, 30% split and weight decay; 10× the learning rate, so memorisation takes ~60 epochs
 and grokking a few hundred; stops 40% after test accuracy first reaches 99% (the clean-up phase)."""
-PRESETS: dict[str, GrokkingConfig] = {"fast": FAST, "paper": PAPER}
+QUICK = GrokkingConfig(p=31, train_frac=0.5, lr=1e-2, weight_decay=2.0, epochs=1500, d_mlp=256, eval_every=10,
+                       checkpoint_every=25, stop_test_acc=0.99, stop_margin=0.3)
+"""A small-p run for tests and the tour (≈400 epochs, well under a minute on a CPU)."""
+PRESETS: dict[str, GrokkingConfig] = {"fast": FAST, "paper": PAPER, "quick": QUICK}
 
 
 def model_config(cfg: GrokkingConfig) -> Any:
@@ -329,7 +332,3 @@ def tour_section(out_dir: Path, model: Any = None) -> Any:
         note = f"quick run (p={cfg.p}, {cfg.train_frac:.0%} train, lr {cfg.lr}, wd {cfg.weight_decay})"
     return report_section(run_dir, summary, note)
 
-
-QUICK = GrokkingConfig(p=31, train_frac=0.5, lr=1e-2, weight_decay=2.0, epochs=1500, d_mlp=256, eval_every=10,
-                       checkpoint_every=25, stop_test_acc=0.99, stop_margin=0.3)
-"""A small-p run for tests and the tour (≈400 epochs, well under a minute on a CPU)."""

@@ -10,9 +10,10 @@ A checkpoint is a directory ``<run>/checkpoints/step_XXXXXXXX/`` holding
   param groups and scalar state, python ``random`` and numpy scalar state, the batch source's counters,
   cumulative wall time, and the SHA-256 of each safetensors file (so a flipped byte is caught).
 
-Writing is atomic: files go to a hidden temporary directory, each is fsynced, the directory is renamed
-into place with ``os.replace`` and the parent fsynced; then ``checkpoints/latest`` (a one-line pointer)
-is replaced the same way. A SIGKILL at any moment leaves either the previous or the new checkpoint.
+Writing is atomic: files go to a uniquely named hidden temporary directory, each is fsynced, the
+directory is renamed into place with ``os.replace`` and the parent fsynced; then ``checkpoints/latest``
+(a one-line pointer) is replaced the same way. A SIGKILL at any moment leaves either the previous or the
+new checkpoint; a run killed before its first pointer resumes from its newest complete checkpoint.
 Nothing here unpickles: ``torch.load`` is never used.
 """
 
@@ -22,7 +23,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -33,7 +33,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mechscope import io_safety
 from mechscope.errors import ConfigError, ModelFileError
+from mechscope.io_safety import crash_point, publish_dir, recover_dir, remove_temps, temp_dir_for
 
 FORMAT_VERSION = 1
 CKPT_DIR = "checkpoints"
@@ -73,12 +75,19 @@ def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
-    """The directory ``checkpoints/latest`` points to, or None for a run without checkpoints."""
+    """The directory ``checkpoints/latest`` points to, or None for a run without checkpoints.
+
+    Without a pointer (a run killed between publishing its first checkpoint and writing the pointer)
+    the newest complete checkpoint is returned.
+    """
     pointer = Path(run_dir) / CKPT_DIR / "latest"
     if not pointer.is_file():
-        return None
+        done = list_checkpoints(run_dir)
+        return done[-1][1] if done else None
     name = pointer.read_text(encoding="utf-8", errors="replace").strip()
     d = pointer.parent / name
+    if name.startswith("step_") and not d.is_dir():
+        recover_dir(d)  # a republish killed between its two renames
     if not name.startswith("step_") or not d.is_dir():
         raise ModelFileError(f"{pointer} names {name!r}, which is not a checkpoint directory; "
                              f"fix or delete the pointer (checkpoints present: "
@@ -87,22 +96,9 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
 
 
 # -- writing ----------------------------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)``, fsync ``tmp`` and ``os.replace`` it onto ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    """Call ``write(tmp)`` on a unique temporary, fsync it and ``os.replace`` it onto ``path``."""
+    io_safety.atomic_write(path, write)
 
 
 def _sha256(path: Path) -> str:
@@ -123,10 +119,7 @@ def write_checkpoint(run_dir: Path, step: int, weights: dict[str, Tensor], state
                      manifest: dict[str, Any]) -> Path:
     """Write one checkpoint atomically and point ``latest`` at it; returns its directory."""
     final = step_dir(run_dir, step)
-    tmp = final.with_name(f".{final.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = temp_dir_for(final)
     files = {"model.safetensors": weights, "state.safetensors": state}
     hashes = {}
     for name, tensors in files.items():
@@ -138,17 +131,12 @@ def write_checkpoint(run_dir: Path, step: int, weights: dict[str, Tensor], state
     (tmp / "state.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     with open(tmp / "state.json", "rb") as f:
         os.fsync(f.fileno())
-    _fsync_dir(tmp)
-    trash = final.with_name(f".{final.name}.old")
-    if final.exists():  # published earlier but never pointed at (killed before `latest` moved): replace it
-        if trash.exists():
-            shutil.rmtree(trash)
-        os.replace(final, trash)
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-    if trash.exists():
-        shutil.rmtree(trash)
+    crash_point("train_checkpoint.before_publish")
+    # published earlier but never pointed at (killed before `latest` moved)? publish_dir replaces it
+    publish_dir(tmp, final)
+    crash_point("train_checkpoint.before_pointer")
     atomic_write(final.parent / "latest", lambda p: p.write_text(final.name + "\n", encoding="utf-8"))
+    remove_temps(final.parent)
     return final
 
 

@@ -51,6 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from mechscope.errors import ConfigError, ModelFileError
+from mechscope.io_safety import crash_point, dir_lock
 from mechscope.train import checkpoint as ck
 from mechscope.train.batches import BatchSource, as_batch_source
 from mechscope.train.config import RESUMABLE_CHANGES, TrainConfig
@@ -95,16 +96,30 @@ def train(model: nn.Module, loss_fn: LossFn, data: Any, config: TrainConfig, run
         experiment: a name stored in every checkpoint; resuming or analysing a directory made by another
             experiment raises ``ConfigError``.
         run_config: the caller's JSON-able description (model config, task...), stored and checked on resume.
-        resume: continue from ``run_dir``'s latest checkpoint.
+        resume: continue from ``run_dir``'s latest checkpoint (a run killed before its first checkpoint
+            starts over in the same directory, if its ``run.json`` matches these settings).
         stop: ``stop(record)`` on each evaluation record; True ends the run there (early stopping).
     """
     run = Path(run_dir)
+    with dir_lock(run, f"mechscope.train ({experiment})"):
+        return _train_locked(model, loss_fn, data, config, run, callbacks, experiment, run_config, resume, stop)
+
+
+def _train_locked(model: nn.Module, loss_fn: LossFn, data: Any, config: TrainConfig, run: Path,
+                  callbacks: Sequence[Callback], experiment: str, run_config: Mapping[str, Any] | None,
+                  resume: bool, stop: Callable[[Mapping[str, Any]], bool] | None) -> TrainResult:
     run_cfg = json.loads(json.dumps(dict(run_config or {})))  # normalise tuples etc. to JSON values
     source = as_batch_source(data)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
                             weight_decay=config.weight_decay)
     metrics = MetricsLog(run)
-    if resume:
+    if resume and ck.latest_checkpoint(run) is None and (run / RUN_FILE).is_file():
+        _check_run_file(run, config, experiment, run_cfg)  # killed before its first checkpoint: start over
+        resume = False
+        _seed(config)
+        start, wall0 = 0, 0.0
+        metrics.truncate_from(0)
+    elif resume:
         start, wall0 = _restore(run, model, opt, source, config, experiment, run_cfg)
         metrics.truncate_from(start)
     else:
@@ -118,6 +133,27 @@ def train(model: nn.Module, loss_fn: LossFn, data: Any, config: TrainConfig, run
         metrics.close()
 
 
+def _check_run_file(run: Path, config: TrainConfig, experiment: str, run_cfg: dict[str, Any]) -> None:
+    """A run without checkpoints may be restarted only with the settings in its ``run.json``."""
+    try:
+        info = json.loads((run / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelFileError(f"{run / RUN_FILE} is unreadable ({e}); delete it to start the run afresh") from e
+    if info.get("experiment") != experiment:
+        raise ConfigError(f"{run} is a run of experiment {info.get('experiment')!r}, not {experiment!r}; "
+                          "point at a run directory made by this experiment")
+    _check_same(info.get("run_config", {}), run_cfg, "run_config", run / RUN_FILE)
+    saved = {k: v for k, v in info.get("train_config", {}).items() if k not in RESUMABLE_CHANGES}
+    now = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
+    _check_same(saved, now, "train config", run / RUN_FILE)
+
+
+def _seed(config: TrainConfig) -> None:
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+
+
 def _start_fresh(run: Path, config: TrainConfig, experiment: str, run_cfg: dict[str, Any]) -> None:
     if (run / RUN_FILE).exists() or ck.list_checkpoints(run):
         raise ConfigError(f"{run} already holds a training run; pass resume=True (`--resume` in the CLI) to "
@@ -125,9 +161,7 @@ def _start_fresh(run: Path, config: TrainConfig, experiment: str, run_cfg: dict[
     run.mkdir(parents=True, exist_ok=True)
     info = {"experiment": experiment, "train_config": config.to_dict(), "run_config": run_cfg}
     ck.atomic_write(run / RUN_FILE, lambda p: p.write_text(json.dumps(info, indent=1), encoding="utf-8"))
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    np.random.seed(config.seed % 2**32)
+    _seed(config)
 
 
 def _restore(run: Path, model: nn.Module, opt: torch.optim.Optimizer, source: BatchSource, config: TrainConfig,
@@ -197,6 +231,7 @@ class _Loop:
                 if evaluated or step % cfg.log_every == 0:
                     self.log(record)
                 bar.update(record)
+                crash_point("train.after_update")
                 if cfg.checkpoint_every is not None and (step + 1) % cfg.checkpoint_every == 0:
                     self.save(step + 1)
             if not stopped:

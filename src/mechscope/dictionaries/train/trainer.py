@@ -10,16 +10,16 @@ follow ``TrainerConfig`` schedules.
 Checkpoints are directories ``checkpoints/step-NNNNNNN/`` holding the dictionary (our format), the Adam
 moments and the dead-latent counters as ``optimizer.safetensors`` and every scalar (step, tokens, Adam
 step counts and hyper-parameters) as ``trainer_state.json``: no pickle anywhere. A directory is written
-under a temporary name, fsynced and renamed; then ``checkpoints/latest.json`` is atomically replaced to
-point at it, so a crash leaves the previous checkpoint intact. ``fit`` resumes from ``latest.json``.
+under a unique temporary name, fsynced and renamed; then ``checkpoints/latest.json`` is atomically replaced
+to point at it, and only then are older checkpoints pruned (``checkpoints.py``), so a kill at any moment
+leaves a complete checkpoint to resume from. ``fit`` resumes from the newest one, drops ``metrics.jsonl``
+rows logged after it (each step appears once), and holds the lock of ``out_dir`` while it writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import json
-import os
-import shutil
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -30,8 +30,10 @@ from torch import Tensor
 
 from mechscope.dictionaries import io
 from mechscope.dictionaries.base import Dictionary, TrainContext, TrainOutput
+from mechscope.dictionaries.train import checkpoints as ckpt
 from mechscope.dictionaries.train.config import TrainerConfig
 from mechscope.errors import ModelFileError, ShapeError
+from mechscope.io_safety import crash_point, dir_lock
 
 Batch = Tensor | tuple[Tensor, Tensor]
 
@@ -74,12 +76,19 @@ class Trainer:
 
     def fit(self, data: Iterable[Batch]) -> Dictionary:
         """Train until ``total_steps`` (resuming from ``out_dir`` if it holds a checkpoint)."""
+        lock = dir_lock(self.out_dir, "dictionary training") if self.out_dir is not None else contextlib.nullcontext()
+        with lock:
+            return self._fit(data)
+
+    def _fit(self, data: Iterable[Batch]) -> Dictionary:
         from tqdm.auto import tqdm
 
         torch.manual_seed(self.cfg.seed)
         it: Iterator[Batch] = iter(data)
         if self.out_dir is not None and self.load_checkpoint() and self.cfg.skip_seen_batches:
             it = itertools.islice(it, self.step, None)
+        if self.out_dir is not None:
+            ckpt.truncate_metrics(self.out_dir, self.step)  # rows after the checkpoint are logged again
         if self.step == 0:
             it = self._initialise(it)
         bar = tqdm(total=self.cfg.total_steps, initial=self.step, disable=not self.cfg.progress, desc="dictionary")
@@ -98,13 +107,15 @@ class Trainer:
                     bar.set_postfix(l0=f"{row['l0']:.1f}", ev=f"{row['explained_variance']:.3f}",
                                     dead=f"{row['dead_fraction']:.3f}")
                 bar.update(1)
+                crash_point("dict_trainer.after_step")
                 if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
                     self.save_checkpoint()
         finally:
             bar.close()
         if self.out_dir is not None:
-            self.save_checkpoint()
-            io.save(self.dictionary, self.out_dir / "dictionary")
+            if ckpt.latest_step(self.out_dir) != self.step:  # the last step may already be checkpointed
+                self.save_checkpoint()
+            ckpt.publish_final(self.out_dir, lambda d: io.write_files(self.dictionary, d))
         return self.dictionary
 
     def train_step(self, x: Tensor, target: Tensor) -> TrainOutput:
@@ -159,51 +170,34 @@ class Trainer:
                "sparsity_scale": self.cfg.sparsity_scale_at(self.step - 1), "tokens_per_s": tokens_per_s}
         self.history.append(row)
         if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.out_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+            ckpt.append_metrics(self.out_dir, row)
         return row
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step-N`` atomically and point ``latest.json`` at it."""
+        """Write ``checkpoints/step-N`` atomically, point ``latest.json`` at it, then prune (``checkpoints.py``)."""
         if self.out_dir is None:
             raise ModelFileError("TrainerConfig.out_dir is None; set it to save checkpoints")
-        root = self.out_dir / "checkpoints"
-        root.mkdir(parents=True, exist_ok=True)
-        name = f"step-{self.step:07d}"
-        tmp = root / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        io.save(self.dictionary, tmp)
         tensors, scalars = _optimizer_to_files(self.optimizer)
         tensors["tokens_since_fired"] = self.tokens_since_fired
-        io.atomic_save_tensors(tmp / "optimizer.safetensors", tensors)
-        io.atomic_write_json(tmp / "trainer_state.json", {"step": self.step, "tokens": self.tokens,
-                                                         "optimizer": scalars, "history": self.history[-1:]})
-        final = root / name
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        io.atomic_write_json(root / "latest.json", {"checkpoint": name, "step": self.step})
-        old = sorted(p for p in root.glob("step-*") if p.name != name)
-        for p in old[: max(len(old) - (self.cfg.keep_checkpoints - 1), 0)]:
-            shutil.rmtree(p, ignore_errors=True)
-        return final
+        state = {"step": self.step, "tokens": self.tokens, "optimizer": scalars, "history": self.history[-1:]}
+        return ckpt.write_checkpoint(self.out_dir, self.step, lambda d: io.write_files(self.dictionary, d),
+                                     tensors, state, self.cfg.keep_checkpoints)
 
     def load_checkpoint(self) -> bool:
-        """Restore from ``out_dir/checkpoints/latest.json``; False if there is none."""
+        """Restore from the newest complete checkpoint in ``out_dir`` (``latest.json``'s); False if none."""
         assert self.out_dir is not None
-        latest = self.out_dir / "checkpoints" / "latest.json"
-        if not latest.exists():
+        where = ckpt.find_latest(self.out_dir)
+        if where is None:
             return False
-        where = self.out_dir / "checkpoints" / str(io.read_json(latest).get("checkpoint"))
         saved = io.load(where, d_in=self.dictionary.cfg.d_in)
         if type(saved) is not type(self.dictionary):
             raise ModelFileError(f"{where} holds a {saved.cfg.architecture} dictionary, not "
                                  f"{self.dictionary.cfg.architecture}; use another out_dir")
         self.dictionary.load_state_dict(saved.state_dict())
         self.dictionary.cfg = saved.cfg
-        state = io.read_json(where / "trainer_state.json")
-        tensors = io.read_tensors(where / "optimizer.safetensors")
+        state = io.read_json(where / ckpt.STATE)
+        tensors = io.read_tensors(where / ckpt.OPTIM)
         self.tokens_since_fired = tensors.pop("tokens_since_fired")
         self.optimizer.load_state_dict(_optimizer_from_files(tensors, state["optimizer"]))
         self.step, self.tokens = int(state["step"]), int(state["tokens"])

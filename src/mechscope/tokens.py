@@ -31,7 +31,6 @@ The vocabularies themselves (a ``tokenizers`` BPE, a transformers tokenizer, toy
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -47,13 +46,10 @@ _SPECIAL_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write text via a temporary file + fsync + rename, so a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write text via a unique temporary file + fsync + rename, so a crash never leaves half a file."""
+    from mechscope.io_safety import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 class TokenBatch(NamedTuple):

@@ -117,6 +117,7 @@ def write_files(dictionary: Dictionary, out: Path) -> None:
 def load(path: str | os.PathLike[str], *, d_in: int | None = None, hook_name: str | None = None) -> Dictionary:
     """Load a dictionary saved by :func:`save`; ``d_in``/``hook_name`` optionally check compatibility."""
     root = Path(path)
+    io_safety.recover_dir(root)  # a save killed between its two renames left the old directory aside
     if not root.is_dir():
         raise ModelFileError(f"{root} is not a directory; a dictionary is a directory with {CONFIG_FILE} "
                              f"and {WEIGHTS_FILE}")

@@ -49,15 +49,60 @@ def from_hf(model_or_path: Any, *, dtype: torch.dtype = torch.float32, with_toke
                                  "directory with config.json and weights (nothing is downloaded)")
         from transformers import AutoModelForCausalLM
 
-        hf_model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
-        if with_tokenizer and (path / "tokenizer.json").is_file():
-            from transformers import AutoTokenizer
-
-            from mechscope.tokens import Tokenizer
-
-            tokenizer = Tokenizer.from_hf(AutoTokenizer.from_pretrained(str(path), local_files_only=True))
+        refuse_remote_code(path)
+        hf_model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, trust_remote_code=False,
+                                                        dtype=torch.float32)
+        if with_tokenizer:
+            tokenizer = _hf_tokenizer(path)
     hf_cfg = hf_model.config.to_dict()
     return from_hf_state(hf_cfg, dict(hf_model.state_dict()), tokenizer=tokenizer, dtype=dtype)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
+
+
+def refuse_remote_code(path: Path) -> None:
+    """Raise ``UntrustedCodeError`` if ``path``'s config asks transformers to run the directory's own code.
+
+    Such a directory (``auto_map`` in ``config.json`` or ``tokenizer_config.json``) only loads with
+    transformers' ``trust_remote_code=True``, which executes arbitrary Python from the directory;
+    mechscope never passes it (every load is ``trust_remote_code=False``).
+    """
+    import json
+
+    from mechscope.errors import UntrustedCodeError
+
+    for name in ("config.json", "tokenizer_config.json"):
+        f = path / name
+        try:
+            data = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+        except (OSError, ValueError):
+            continue  # unreadable configs are reported by the loader itself
+        if isinstance(data, dict) and "auto_map" in data:
+            raise UntrustedCodeError(
+                f"{f} has 'auto_map': loading {path} would run Python code from that directory, which "
+                "mechscope never does (it loads with trust_remote_code=False). If you have read and trust the "
+                "code, load it yourself with transformers' trust_remote_code=True and pass the model object to "
+                "mechscope.from_hf(model)")
+
+
+def _hf_tokenizer(path: Path) -> Any:
+    """The directory's tokenizer (any transformers format: tokenizer.json, vocab.json+merges.txt, ...)."""
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        return None
+    from transformers import AutoTokenizer
+
+    from mechscope.tokens import Tokenizer
+
+    try:
+        hf_tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        import warnings
+
+        warnings.warn(f"{path}: the tokenizer files could not be loaded ({type(e).__name__}: {e}); "
+                      "the model has no tokenizer", stacklevel=3)
+        return None
+    return Tokenizer.from_hf(hf_tok)
 
 
 def from_gguf(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32) -> HookedTransformer:

@@ -243,17 +243,25 @@ class HookedTransformer(HookedModule):
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (+ ``tokenizer.json`` if the tokenizer can)."""
+        """Write ``config.json`` + ``model.safetensors`` (+ the tokenizer's files if it can save itself).
+
+        The directory is built under a hidden temporary name and published by one rename, so a kill
+        never leaves new weights beside an old config.
+        """
         from safetensors.torch import save_file
 
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        from mechscope.io_safety import write_dir
+
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        _atomic(d / "model.safetensors", lambda p: save_file(state, str(p), metadata={"format": "mechscope"}))
-        _atomic(d / "config.json", lambda p: Path(p).write_text(self.cfg.to_json()))
-        if self.tokenizer is not None and hasattr(self.tokenizer, "save"):
-            self.tokenizer.save(d)
-        return d
+
+        def write(d: Path) -> None:
+            save_file(state, str(d / "model.safetensors"), metadata={"format": "mechscope"})
+            (d / "config.json").write_text(self.cfg.to_json())
+            if self.tokenizer is not None and hasattr(self.tokenizer, "save"):
+                self.tokenizer.save(d)
+
+        owned = {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"}
+        return write_dir(directory, write, owned, "a model")
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> HookedTransformer:
@@ -261,7 +269,10 @@ class HookedTransformer(HookedModule):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        from mechscope.io_safety import recover_dir
+
         d = Path(directory)
+        recover_dir(d)  # a save killed between its two renames left the old directory aside
         cfg_path, w_path = d / "config.json", d / "model.safetensors"
         for p in (cfg_path, w_path):
             if not p.is_file():
@@ -276,7 +287,7 @@ class HookedTransformer(HookedModule):
         except (SafetensorError, OSError, ValueError) as e:
             raise ModelFileError(f"{w_path} is not a readable safetensors file ({e}); re-save the model") from e
         tokenizer = None
-        if (d / "tokenizer.json").is_file():
+        if (d / "tokenizer_config.json").is_file() or (d / "tokenizer.json").is_file():
             from mechscope.tokens import Tokenizer
 
             tokenizer = Tokenizer.load(d)
@@ -297,10 +308,3 @@ def load_state(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
                              f"unexpected {extra[:5]}, wrong shapes {bad[:5]}")
     model.load_state_dict(state, strict=True)
 
-
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

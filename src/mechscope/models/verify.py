@@ -30,13 +30,17 @@ def _reference(name: str) -> tuple[Any, str]:
                                      "pip install 'mechscope[hf]'") from e
     p = Path(name)
     if p.is_dir():
-        return transformers.AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True,
+        from mechscope.models.loading import refuse_remote_code
+
+        refuse_remote_code(p)
+        return transformers.AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, trust_remote_code=False,
                                                                  dtype=torch.float32), "transformers from_pretrained"
     if p.suffix != ".gguf":
         from mechscope.models.registry import locate_gguf
 
         p = locate_gguf(name)
-    return (transformers.AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=torch.float32),
+    return (transformers.AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=torch.float32,
+                                                              local_files_only=True, trust_remote_code=False),
             "transformers GGUF loader")
 
 

@@ -35,9 +35,9 @@ def run(out: Path = typer.Option(..., "--out", help="Directory for the pictures 
     summary = res.summary()
     summary["config"] = "quick" if quick else "full"
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(out / "summary.json")
+    from mechscope.io_safety import atomic_write_json
+
+    atomic_write_json(out / "summary.json", summary)
     if as_json:
         print(json.dumps(summary))
         return

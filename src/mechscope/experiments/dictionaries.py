@@ -31,6 +31,7 @@ from torch import Tensor
 from mechscope.activations.source import ActivationSource, SourceConfig
 from mechscope.dictionaries.base import Dictionary
 from mechscope.errors import ConfigError
+from mechscope.io_safety import atomic_write_json
 
 DEFAULT_HOOK = "blocks.15.hook_resid_post"
 _SPARSITY_OPTION = {"relu": "l1_coefficient", "gated": "l1_coefficient", "jumprelu": "init_threshold",
@@ -222,7 +223,7 @@ def run_study(cfg: StudyConfig, model: Any, *, progress: bool = True) -> list[di
     for row, res in zip(rows, results):
         row.update({k: v for k, v in res.to_dict().items() if k != "density_histogram"})
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    atomic_write_json(out / "results.json", rows)
     return rows
 
 

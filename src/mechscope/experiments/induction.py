@@ -20,7 +20,6 @@ pictures for the tour (reusing a finished run if present).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 
 from mechscope.errors import ConfigError
+from mechscope.io_safety import atomic_write_json
 
 ICL_EARLY = (40, 50)
 """Token positions averaged for the ICL score's "early" loss (Olsson et al. use token 50)."""
@@ -256,7 +256,7 @@ def train(cfg: InductionConfig, out_dir: str | Path, *, progress: bool = True, r
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "induction_config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    atomic_write_json(out / "induction_config.json", asdict(cfg))
     corpus, _ = _corpus(cfg)
     val = corpus.val.eval_chunks(cfg.val_sequences, cfg.n_ctx + 1)
     plan = {"zero_layer": (0, cfg.zero_layer_steps), "one_layer": (1, cfg.one_layer_steps), "two_layer": (2, cfg.steps)}

@@ -18,7 +18,6 @@ finished run directory or runs a small configuration.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from mechscope.interventions.apply import intervene
 from mechscope.interventions.patching import patch_sweep
 from mechscope.interventions.path_patching import Receiver, path_patch
 from mechscope.interventions.spec import Ablate
+from mechscope.io_safety import atomic_write_json
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -238,12 +238,7 @@ def run(cfg: IOIConfig, model: Any = None) -> dict[str, Any]:
     if cfg.n_facts:
         summary["facts"] = facts(model, cfg, out)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
-    tmp = out / "summary.json.tmp"
-    with open(tmp, "w") as f:
-        json.dump(summary, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out / "summary.json")
+    atomic_write_json(out / "summary.json", summary)
     return summary
 
 

@@ -20,6 +20,21 @@ from torch import Tensor
 
 from mechscope.errors import ShapeError
 
+
+def script_json(data: object) -> str:
+    """JSON safe to embed in an HTML ``<script>`` element: ``<``, ``>``, ``&`` and U+2028/2029 as escapes.
+
+    Escaping only ``</`` is not enough: ``<!--`` followed by ``<script`` inside a script element switches
+    the HTML parser into its "double escaped" state, where the closing ``</script>`` no longer ends the
+    element and the rest of the page is swallowed. With no ``<`` left, no tag sequence can form; the
+    JSON value is unchanged (``JSON.parse`` reads the escapes back).
+    """
+    text = json.dumps(data)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                    ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return text
+
 _COUNTER = itertools.count()
 
 _CSS = """
@@ -85,7 +100,7 @@ def attention_html(tokens: Sequence[str], patterns: Tensor, labels: Sequence[str
     data = {"tokens": [str(t) for t in tokens], "labels": labels,
             "patterns": torch.round(patterns.detach().float().clamp(0, 1), decimals=decimals).tolist()}
     root_id = f"msattn{next(_COUNTER)}"
-    payload = json.dumps(data).replace("</", "<\\/")  # a token like "</script>" must not end the block
+    payload = script_json(data)  # tokens like "</script>" or "<!--<script>" must not end or alter the block
     heading = f"<div><strong>{html.escape(title)}</strong></div>" if title else ""
     js = _JS.replace("ROOT_ID", json.dumps(root_id))
     return (f'<div class="msattn" id="{root_id}"><style>{_CSS}</style>{heading}<div class="heads"></div>'
@@ -95,13 +110,12 @@ def attention_html(tokens: Sequence[str], patterns: Tensor, labels: Sequence[str
 
 def attention_page(path: str, fragments: Sequence[str], title: str = "attention patterns") -> None:
     """Write a standalone HTML page holding ``fragments`` (from :func:`attention_html`), atomically."""
-    import os
     from pathlib import Path
+
+    from mechscope.io_safety import atomic_write_text
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     body = "".join(fragments)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-                   f"<body><h1>{html.escape(title)}</h1>{body}</body></html>", encoding="utf-8")
-    os.replace(tmp, p)
+    atomic_write_text(p, f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                         f"</head><body><h1>{html.escape(title)}</h1>{body}</body></html>")

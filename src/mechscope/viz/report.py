@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mechscope.io_safety import atomic_write_text
+
 
 @dataclass
 class Section:
@@ -118,9 +120,7 @@ def write_report(path: str | os.PathLike[str], title: str, sections: Sequence[Se
     """Write the report atomically and return its path."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(render_report(title, sections, subtitle), encoding="utf-8")
-    os.replace(tmp, p)
+    atomic_write_text(p, render_report(title, sections, subtitle))
     return p
 
 

@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from mechscope.models.transformer import HookedTransformer
 from mechscope.tokens import Tokenizer

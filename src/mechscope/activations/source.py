@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mechscope.activations.store import _DTYPES as _STORE_DTYPES
 from mechscope.activations.store import ActivationStore
 from mechscope.errors import ConfigError, ShapeError
 from mechscope.io_safety import crash_point, dir_lock
@@ -201,6 +202,22 @@ class ActivationSource:
                 self.model(probe, stop_at_layer=self.stop_at_layer)
         return {h: got[h] for h in self.hooks}
 
+    def _check_memory(self, shapes: dict[str, Any], dtype: str, shard: int) -> None:
+        """Refuse a harvest whose buffered shard (plus one forward's rows) exceeds the memory budget."""
+        import math
+
+        from mechscope.cache.budget import budget_bytes, check_bytes, fmt_bytes
+
+        itemsize = torch.empty((), dtype=_STORE_DTYPES.get(dtype, torch.float32)).element_size()
+        per_row = sum(math.prod(shape) for shape in shapes.values()) * itemsize
+        width = self._tokens.shape[1] if self._tokens is not None else self.cfg.seq_len
+        batch_rows = self.cfg.batch_size * width
+        need = 2 * (shard + batch_rows) * per_row + batch_rows * per_row * 4 // itemsize  # pending+cat, forward rows
+        budget = budget_bytes()[0]
+        fit = max(0, (budget - batch_rows * per_row * 4 // itemsize) // (2 * per_row) - batch_rows) if budget else 0
+        check_bytes(need, f"harvesting {len(self.hooks)} hooks ({fmt_bytes(per_row)} per row) in shards of {shard} rows",
+                    f"shard_rows <= {fit} fits (or fewer hooks, or dtype='bfloat16').")
+
     def describe(self) -> dict[str, Any]:
         """What determines the rows (stored in the manifest and checked on resume)."""
         return {"hooks": self.hooks, "source": asdict(self.cfg) | {"exclude_token_ids": list(self.cfg.exclude_token_ids)},
@@ -232,8 +249,11 @@ class ActivationSource:
                 raise ConfigError(f"{root} holds a harvest of a different source ({store.manifest['metadata'].get('source')}); "
                                   f"use another --out directory or delete it")
         else:
-            store = ActivationStore.create(root, self.row_shapes(), dtype=dtype, shard_rows=shard_rows,
+            shapes = self.row_shapes()
+            self._check_memory(shapes, dtype, shard_rows)  # before anything is written
+            store = ActivationStore.create(root, shapes, dtype=dtype, shard_rows=shard_rows,
                                            metadata={"source": desc})
+        self._check_memory(store.manifest["hooks"], store.manifest["dtype"], int(store.manifest["shard_rows"]))
         done = store.n_rows
         if done >= n_tokens:
             if not store.complete:  # killed after the last shard, before finish()

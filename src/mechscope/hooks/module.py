@@ -135,17 +135,22 @@ class HookedModule(nn.Module):
 
     def run_with_cache(self, *args: Any, names: NamesFilter = None,
                        grad_of: Callable[[Tensor], Tensor] | None = None,
-                       names_filter: NamesFilter = None,
+                       names_filter: NamesFilter = None, max_bytes: int | float | str | None = None,
                        **kwargs: Any) -> tuple[Tensor, ActivationCacheT]:
         """Run forward and return ``(output, cache)`` holding only the requested hook names.
 
         Args:
             names: None (every hook point), one name, a list of names, or a predicate on names.
             grad_of: if given, ``grad_of(output)`` must return a scalar; it is back-propagated and the
-                cache also holds ``<name>_grad`` for every requested name.
+                cache also holds ``<name>_grad`` for every requested name. Parameters' ``.grad`` are left
+                as they were (nothing is accumulated on the model).
             names_filter: TransformerLens's name for ``names`` (accepted so its users' code runs as is).
+            max_bytes: memory budget of the cache (bytes, ``"8GB"``, ``"40%"``, ``"off"``); default
+                ``MECHSCOPE_MEMORY_BUDGET`` or half the available RAM. The cache size is estimated from the
+                registered hook shapes first; beyond the budget ``MemoryBudgetError`` says what fits.
         """
         from mechscope.cache.activation_cache import ActivationCache
+        from mechscope.cache.budget import check_cache
 
         if names_filter is not None:
             if names is not None:
@@ -154,6 +159,10 @@ class HookedModule(nn.Module):
         wanted = self.hook_names(names)
         store: dict[str, Tensor] = {}
         keep_graph = grad_of is not None
+        past = kwargs.get("past_kv")
+        check_cache(self, wanted, args[0] if args else kwargs.get("tokens"), max_bytes=max_bytes,
+                    stop_at_layer=kwargs.get("stop_at_layer"), with_grad=keep_graph,
+                    past=int(getattr(past, "length", 0) or 0))
 
         def save(x: Tensor, hook: HookPoint) -> None:
             store[hook.name] = x if not keep_graph else x.detach()
@@ -170,7 +179,13 @@ class HookedModule(nn.Module):
                 metric = grad_of(out)
                 if metric.numel() != 1:
                     raise ValueError(f"grad_of must return a scalar, got shape {tuple(metric.shape)}")
-                metric.backward()
+                params = [p for p in self.parameters() if p.requires_grad]
+                before = [p.grad for p in params]
+                try:
+                    metric.backward()
+                finally:  # the cache wants activation gradients; the model's .grad stay untouched
+                    for p, g in zip(params, before):
+                        p.grad = g
         return out, ActivationCache(store)
 
 

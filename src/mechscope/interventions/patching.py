@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mechscope.cache.budget import check_bytes, hook_numel
 from mechscope.errors import ConfigError, ShapeError
 from mechscope.hooks.names import act_name, registered_axes
 from mechscope.interventions.result import SweepResult
@@ -166,13 +167,25 @@ def site_patch_hook(axes: Sequence[int], sites: Tensor, source: Tensor) -> Calla
     return fn
 
 
-def rows_per_chunk(model: Any, n_pos: int, kind: SweepKind, memory_mb: float) -> int:
-    """Rows per forward so that live activations stay within ``memory_mb`` (a rough upper estimate)."""
+def row_bytes(model: Any, n_pos: int, kind: SweepKind) -> int:
+    """Live activation bytes of one patched row (a rough upper estimate)."""
     cfg = model.cfg
     per_pos = 8 * cfg.d_model + 3 * (cfg.d_mlp or 0) + 4 * cfg.n_heads * cfg.d_head
     per_pos += 3 * cfg.n_heads * n_pos if kind.short == "pattern" else 0
-    per_row = 4 * (n_pos * per_pos + cfg.vocab_out)
-    return max(1, int(memory_mb * 2**20 // per_row))
+    return 4 * (n_pos * per_pos + cfg.vocab_out)
+
+
+def rows_per_chunk(model: Any, n_pos: int, kind: SweepKind, memory_mb: float, fixed_bytes: int = 0) -> int:
+    """Rows per forward so that the fixed costs plus live activations stay within ``memory_mb``."""
+    return max(1, int((memory_mb * 2**20 - fixed_bytes) // row_bytes(model, n_pos, kind)))
+
+
+def _tensor_bytes(src_cache: Any, base_cache: Any, kv: KVCache | None) -> int:
+    """Bytes held for the whole sweep: the two caches and the base run's keys/values (the fixed costs)."""
+    total = src_cache.nbytes() + base_cache.nbytes()
+    if kv is not None:
+        total += sum(t.numel() * t.element_size() for t in [*kv.keys, *kv.values] if t is not None)
+    return total
 
 
 # -- the sweep -----------------------------------------------------------------------------------------
@@ -208,8 +221,11 @@ def patch_sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: MetricFn, 
     with torch.inference_mode():
         _, src_cache = model.run_with_cache(src, names=hooks)
         _, base_cache = model.run_with_cache(base, names=[act_name("resid_pre", layer) for layer in layers])
-    rows = rows_per_chunk(model, p, kind, memory_mb)
     kv = base_kv(model, base) if skip_prefix and "pos" in kind.site_axes and isinstance(readout, int) else None
+    fixed = _tensor_bytes(src_cache, base_cache, kv)  # held for the whole sweep: counted against memory_mb
+    rows = rows_per_chunk(model, p, kind, memory_mb, fixed)
+    check_bytes(fixed + rows * row_bytes(model, p, kind), f"patch_sweep {sweep!r} on {b} prompts x {p} positions",
+                "Fewer layers (layers=...), fewer prompts or shorter prompts fit.")
     out, site_shape = [], [len(positions)]
     for layer, hook in zip(layers, hooks):
         source = src_cache[hook]
@@ -229,7 +245,8 @@ def patch_sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: MetricFn, 
     return SweepResult(values=torch.stack(out).reshape(shape), axes=("layer", *kind.site_axes), labels=labels,
                        sweep=ALIASES.get(sweep, sweep), direction=direction, metric=getattr(metric, "name", "metric"),
                        clean=run_metric(model, clean, metric, readout),
-                       corrupted=run_metric(model, corrupted, metric, readout), extra={"rows_per_chunk": rows})
+                       corrupted=run_metric(model, corrupted, metric, readout),
+                       extra={"rows_per_chunk": rows, "fixed_bytes": fixed})
 
 
 def _layer_values(model: Any, layer: int, hook: str, axes: list[int], sites: Tensor, source: Tensor,
@@ -268,7 +285,10 @@ def estimate_chunks(model: Any, n_prompts: int, n_pos: int, sweep: str, memory_m
     """How many forwards a full sweep takes under a memory budget (for progress reports)."""
     kind = sweep_kind(sweep)
     per_layer = math.prod(n_pos if a == "pos" else model.cfg.n_heads for a in kind.site_axes)
-    per_chunk = max(1, rows_per_chunk(model, n_pos, kind, memory_mb) // n_prompts)
+    cfg = model.cfg
+    fixed = 4 * n_prompts * n_pos * cfg.n_layers * (cfg.d_model + (hook_numel(model, act_name(kind.short, 0), 1, n_pos)
+                                                                   or 0) // n_pos)
+    per_chunk = max(1, rows_per_chunk(model, n_pos, kind, memory_mb, fixed) // n_prompts)
     return model.cfg.n_layers * math.ceil(per_layer / per_chunk)
 
 

@@ -34,11 +34,7 @@ def info(model: str = typer.Argument(..., help="Registered name (smollm2-135m), 
                    f"  parallel {c.parallel_attn_mlp}")
         typer.echo(f"{len(hooks)} hook points (shapes for batch=1, pos={pos}):")
         for n, s in hooks.items():
-            if n.startswith("blocks.") and not n.startswith("blocks.0."):
-                continue
             typer.echo(f"  {n:<40} {s}")
-        if c.n_layers > 1:
-            typer.echo(f"  ... and the same for blocks.1 to blocks.{c.n_layers - 1}")
 
 
 def generate(model: str = typer.Argument(..., help="Model name or path"),

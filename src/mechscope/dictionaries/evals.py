@@ -234,11 +234,22 @@ def evaluate_many(model: Any, dictionaries: Sequence[Dictionary], tokens: Tensor
             for acc, site in zip(accs, sites)]
 
 
+CE_GAP_WARN = 0.05
+"""Nats: below this gap between zero-ablated and clean loss, ``ce_loss_recovered`` is mostly noise."""
+
+
 def _finish(acc: _Acc, clean: float, zero: float, n_scored: int, cfg: EvalConfig, sites: SpliceSites) -> EvalResult:
     spliced = acc.ce / n_scored
     total_var = acc.t_sq - (float(acc.t_sum.pow(2).sum()) if acc.t_sum is not None else 0.0) / acc.n
     density = acc.fired.double() / acc.n
     denom = zero - clean
+    if abs(denom) < CE_GAP_WARN:
+        import warnings
+
+        warnings.warn(f"ce_loss_recovered is unreliable for {', '.join(sites.writes)}: zero-ablating it changes the "
+                      f"loss by only {denom:+.4f} nats (clean {clean:.4f}, zero-ablated {zero:.4f}), so the ratio "
+                      f"divides by almost nothing; compare ce_loss_spliced - ce_loss_clean ({spliced - clean:+.4f}) "
+                      "and kl instead", stacklevel=3)
     return EvalResult(
         l0=float(acc.fired.sum()) / acc.n, mse=acc.sq_err / acc.n, fvu=acc.sq_err / max(total_var, 1e-30),
         ce_loss_clean=clean, ce_loss_spliced=spliced, ce_loss_zero=zero,

@@ -146,7 +146,7 @@ def analyze(out_dir: str | Path) -> dict[str, Any]:
         result.update(_trigram_section(m1, tok, filler=filler, sep=corpus.train.separator))
     if m2 is not None:
         result.update(_two_layer_section(m2, cfg, corpus.d_vocab))
-        result["_two_layer"] = (m2, tok, corpus.val.eval_chunks(1, 96)[0])
+        result["_two_layer"] = (m2, tok, corpus.val.eval_chunks(1, min(96, m2.cfg.n_ctx))[0])  # fits the context
     curve = phase_curve(out) if (out / "two_layer" / "metrics.jsonl").is_file() else None
     if curve and curve["step"]:
         result["icl_score_final"] = round(curve["icl_score"][-1], 4)

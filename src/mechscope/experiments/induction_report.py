@@ -58,7 +58,7 @@ def _two_layer_attention(result: dict[str, Any], path: Path) -> Path:
     best = result["best_induction_head"]
     heads = [(0, int(best["k_partner"][1])), (1, int(best["head"]))]
     lo, hi = (32, 127) if model.cfg.d_vocab == 257 else (16, model.cfg.d_vocab - 1)
-    rnd = repeated_tokens(model.cfg.d_vocab, 24, batch=1, seed=3, low=lo, high=hi)[0]
+    rnd = repeated_tokens(model.cfg.d_vocab, min(24, model.cfg.n_ctx // 2), batch=1, seed=3, low=lo, high=hi)[0]
 
     def label(seq: torch.Tensor) -> list[str]:
         return [tok.to_string([int(t)]) for t in seq]

@@ -181,6 +181,8 @@ class HookedModule(nn.Module):
                     raise ValueError(f"grad_of must return a scalar, got shape {tuple(metric.shape)}")
                 params = [p for p in self.parameters() if p.requires_grad]
                 before = [p.grad for p in params]
+                for p in params:  # detach the existing .grad so backward cannot accumulate into it
+                    p.grad = None
                 try:
                     metric.backward()
                 finally:  # the cache wants activation gradients; the model's .grad stay untouched

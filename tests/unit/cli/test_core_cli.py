@@ -24,9 +24,20 @@ def test_info_lists_every_hook_with_its_shape(tmp_path) -> None:
 
 
 def test_generate_and_info_text(tmp_path) -> None:
-    tiny_model("llama").save(tmp_path)
+    from mechscope.models.generate import generate
+    from mechscope.tokens import Tokenizer
+
+    model = tiny_model("llama")
+    model.tokenizer = Tokenizer.chars("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWX")  # 50 ids = d_vocab
+    model.save(tmp_path)
     res = runner.invoke(app, ["info", str(tmp_path)])
-    assert res.exit_code == 0 and "hook points" in res.stdout
+    assert res.exit_code == 0 and f"{len(model.hook_dict)} hook points" in res.stdout
+    for name in model.hook_dict:  # every block's hooks, not only block 0's
+        assert f"  {name} " in res.stdout
+    res = runner.invoke(app, ["generate", str(tmp_path), "abc", "-n", "6"])
+    assert res.exit_code == 0, res.output
+    expected = generate(model, ["abc"], max_new_tokens=6).texts[0]
+    assert len(expected) == 6 and res.stdout.strip() == "abc" + expected
 
 
 def test_bad_model_path_is_one_clear_line(tmp_path) -> None:

@@ -188,8 +188,10 @@ def test_fold_value_biases_gqa_formula_and_padding() -> None:
 
 def test_fold_value_biases_without_biases_is_identity() -> None:
     model = random_model(CONFIGS["llama"])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     state, cfg = fold_value_biases(model.state_dict(), model.cfg)
-    assert cfg == model.cfg and state.keys() == model.state_dict().keys()
+    assert cfg == model.cfg and state.keys() == before.keys()
+    assert all(torch.equal(state[k], v) for k, v in before.items())  # values, not only names
 
 
 def test_errors_and_purity() -> None:

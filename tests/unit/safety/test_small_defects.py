@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from mechscope.models.transformer import HookedTransformer
 from mechscope.tokens import Tokenizer
@@ -43,3 +44,65 @@ def test_docs_tokens_toy_example_runs() -> None:
         elif code.strip():
             exec(code, env)  # noqa: S102
     assert checked >= 3
+
+
+def test_ce_loss_recovered_warns_when_zero_ablation_barely_matters() -> None:
+    """A transcoder once reported 1.0019 at FVU 0.84: the ratio is noise when zero ≈ clean."""
+    from mechscope.dictionaries.evals import evaluate
+    from mechscope.dictionaries.topk import TopKConfig, TopKDictionary
+
+    model = HookedTransformer(tiny_cfg("llama", n_layers=2), seed=0).eval()
+    hook = "blocks.1.hook_mlp_out"
+    with torch.no_grad():
+        model.blocks[1].mlp.W_out.mul_(1e-4)  # this MLP hardly changes the predictions
+    sae = TopKDictionary(TopKConfig(d_in=32, d_sae=64, k=4, seed=0, hook_name=hook))
+    tokens = torch.randint(0, 50, (4, 10), generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match=r"ce_loss_recovered is unreliable for blocks\.1\.hook_mlp_out"):
+        res = evaluate(model, sae, tokens)
+    assert abs(res.ce_loss_zero - res.ce_loss_clean) < 0.05
+
+
+def test_run_with_cache_grad_of_leaves_parameter_grads_alone() -> None:
+    model = HookedTransformer(tiny_cfg("llama"), seed=0)
+    toks = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(0))
+    grads = []
+    for _ in range(2):
+        _, cache = model.run_with_cache(toks, names="blocks.0.hook_resid_post", grad_of=lambda x: x[:, -1, 3].sum())
+        grads.append(cache["blocks.0.hook_resid_post_grad"])
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(grads[0], grads[1]) and grads[0].abs().sum() > 0
+    w = next(model.parameters())
+    w.grad = torch.ones_like(w)
+    model.run_with_cache(toks, names="blocks.0.hook_resid_post", grad_of=lambda x: x.sum())
+    assert torch.equal(w.grad, torch.ones_like(w))  # an existing .grad is kept as it was
+
+
+def test_induction_analyze_img_at_short_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`induction analyze --img` used to feed a 96-token sequence to an n_ctx=64 model."""
+    from typer.testing import CliRunner
+
+    from mechscope.cli.induction import app
+    from mechscope.experiments.induction import InductionConfig, train
+
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path / "cache"))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(60):
+        (docs / f"{i}.txt").write_text(f"def f{i}(x):\n    return x + {i}\n" * 30)
+    cfg = InductionConfig(corpus=str(docs), tokenizer="bytes", vocab_size=None, n_ctx=64, d_model=16, n_heads=2,
+                          d_head=8, batch_size=2, steps=2, eval_every=2, checkpoint_every=2, warmup_steps=1)
+    train(cfg, tmp_path / "run", progress=False, only=("two_layer",))
+    res = CliRunner().invoke(app, ["analyze", str(tmp_path / "run"), "--img", str(tmp_path / "img"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "img" / "attention.html").is_file() and (tmp_path / "img" / "k_composition.png").is_file()
+
+
+def test_grokking_quick_preset_is_selectable_from_the_cli() -> None:
+    from typer.testing import CliRunner
+
+    from mechscope.cli.grokking import app
+    from mechscope.experiments.grokking import PRESETS, QUICK
+
+    assert PRESETS["quick"] is QUICK
+    res = CliRunner().invoke(app, ["train", "--help"])
+    assert "quick" in res.output

@@ -209,9 +209,9 @@ class DirLock:
             os.close(fd)
             h = lock_holder(self.directory) or {}
             pid = h.get("pid", "unknown")
-            who = "this process" if pid == os.getpid() else f"process {pid}"
+            who = "this process" if pid == os.getpid() else "another process"
             raise LockedError(
-                f"{self.directory} is being written by {who} (PID {pid}, {h.get('what', 'a mechscope writer')} "
+                f"{self.directory} is being written by {who} (PID {pid}: {h.get('what', 'a mechscope writer')} "
                 f"on {h.get('host', '?')} since {h.get('since', '?')}); wait for it to finish or stop it "
                 f"(the lock in {path.name} is released automatically when that process exits)") from None
         record = {"pid": os.getpid(), "host": socket.gethostname(), "what": self.what,

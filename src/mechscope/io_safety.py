@@ -136,7 +136,7 @@ def write_dir(final: str | os.PathLike[str], write: Callable[[Path], object], ow
     """
     from mechscope.errors import ConfigError
 
-    f = Path(final)
+    f = Path(final).absolute()
     recover_dir(f)
     if f.exists() and not f.is_dir():
         raise ConfigError(f"{f} is a file; {what} is saved as a directory; choose another path")

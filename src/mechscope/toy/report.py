@@ -6,6 +6,7 @@ Kept apart from the experiment so the sweep code stays short; imported lazily (m
 from __future__ import annotations
 
 import base64
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,8 +63,10 @@ def section_html(res: SuperpositionResult, cfg: SuperpositionExperimentConfig, o
     pngs = {name: figure_png(fig) for name, fig in build_figures(res, cfg).items()}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        from mechscope.io_safety import atomic_write
+
         for name, data in pngs.items():
-            (out_dir / f"{name}.png").write_bytes(data)
+            atomic_write(out_dir / f"{name}.png", partial(Path.write_bytes, data=data))
 
     def figure_html(name: str, alt: str) -> str:
         return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(pngs[name]).decode()}"/>'

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mechscope.io_safety import atomic_write_text
+from mechscope.io_safety import atomic_write, atomic_write_text
 
 
 @dataclass
@@ -70,7 +70,8 @@ def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
     """Write the figure as PNG (for docs) and return the path."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(figure_png(fig))
+    data = figure_png(fig)
+    atomic_write(p, lambda t: t.write_bytes(data))
     return p
 
 

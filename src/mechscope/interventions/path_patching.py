@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mechscope.cache.budget import check_bytes
 from mechscope.errors import ConfigError
 from mechscope.hooks.names import act_name
 from mechscope.interventions.apply import intervene
@@ -104,7 +105,11 @@ def path_patch(model: Any, clean: Tensor, corrupted: Tensor, metric: MetricFn, r
         _, base_cache = model.run_with_cache(base, names=z_names + mlp_names)
         _, src_cache = model.run_with_cache(src, names=z_names[:n_layers])
     b = base.shape[0]
-    per_chunk = max(1, int(memory_mb * 2**20 // max(1, _row_bytes(model, base.shape[1]) * b)))
+    fixed = base_cache.nbytes() + src_cache.nbytes()  # held for the whole sweep: counted against memory_mb
+    row = max(1, _row_bytes(model, base.shape[1]) * b)
+    per_chunk = max(1, int((memory_mb * 2**20 - fixed) // row))
+    check_bytes(fixed + per_chunk * row, f"path_patch on {b} prompts x {base.shape[1]} positions",
+                "Fewer senders, fewer prompts or shorter prompts fit.")
     send = torch.tensor(list(senders), dtype=torch.long).reshape(-1, 2)
     vals = []
     for lo in range(0, send.shape[0], per_chunk):
@@ -118,7 +123,8 @@ def path_patch(model: Any, clean: Tensor, corrupted: Tensor, metric: MetricFn, r
     return SweepResult(values=values, axes=("layer", "head"),
                        labels={"layer": [str(i) for i in range(n_layers)], "head": [str(h) for h in range(n_heads)]},
                        sweep="path:" + ",".join(r.hook for r in receivers), direction=direction,
-                       metric=getattr(metric, "name", "metric"), clean=clean_v, corrupted=corr_v, method="path")
+                       metric=getattr(metric, "name", "metric"), clean=clean_v, corrupted=corr_v, method="path",
+                       extra={"senders_per_chunk": per_chunk, "fixed_bytes": fixed})
 
 
 def _row_bytes(model: Any, n_pos: int) -> int:

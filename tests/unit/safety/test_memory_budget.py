@@ -72,6 +72,21 @@ def test_sweep_chunks_count_the_fixed_costs(model: HookedTransformer) -> None:
     torch.testing.assert_close(res.values, probe.values)
 
 
+def test_path_patch_chunks_count_the_fixed_costs(model: HookedTransformer) -> None:
+    from mechscope.interventions.path_patching import Receiver, _row_bytes, path_patch
+
+    clean = torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(1))
+    corrupted = torch.randint(0, 50, (2, 6), generator=torch.Generator().manual_seed(2))
+    metric = LogitDiff(torch.tensor([1, 2]), torch.tensor([3, 4]))
+    rec = [Receiver(hook="blocks.2.hook_resid_post")]
+    probe = path_patch(model, clean, corrupted, metric, rec, memory_mb=1e-6)
+    fixed, row = probe.extra["fixed_bytes"], _row_bytes(model, 6) * 2
+    assert fixed > 0 and probe.extra["senders_per_chunk"] == 1
+    res = path_patch(model, clean, corrupted, metric, rec, memory_mb=(fixed + 3 * row) / 2**20)
+    assert res.extra["senders_per_chunk"] == 3
+    torch.testing.assert_close(res.values, probe.values, equal_nan=True)
+
+
 def test_sweep_and_harvest_refuse_beyond_the_budget(model: HookedTransformer, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     clean = torch.randint(0, 50, (2, 6))

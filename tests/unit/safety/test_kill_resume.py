@@ -16,11 +16,13 @@ from tests.unit.safety import writers
 SCRIPT = Path(writers.__file__)
 
 KILLS = [
-    ("dict_train", "dict_trainer.after_step@3"),  # metrics logged after the last checkpoint are not repeated
     ("dict_train", "dict_checkpoint.before_prune@2"),  # keep_checkpoints=1: old and new both on disk
     ("train", "train_checkpoint.before_pointer@1"),  # first checkpoint published, no `latest` pointer yet
+    ("train", "train.after_update@1"),  # killed before any checkpoint: --resume restarts it in place
     ("harvest", "harvest.before_finish"),  # every shard written, complete never set
+    ("harvest", "store.before_manifest@2"),  # a shard on disk that the manifest does not list yet
     ("dict_save", "publish_dir.between_renames"),  # old dictionary renamed aside, new one not yet in place
+    ("model_save", "write_dir.before_publish@2"),
 ]
 
 
@@ -32,16 +34,29 @@ def references(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: root / name for name in writers.SCENARIOS}
 
 
-@pytest.mark.parametrize(("scenario", "point"), KILLS, ids=[f"{s}-{p}" for s, p in KILLS])
-def test_sigkill_then_resume(scenario: str, point: str, tmp_path: Path, references: dict[str, Path]) -> None:
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(SCRIPT), scenario, str(out)], capture_output=True, text=True,
-                          env={**os.environ, "MECHSCOPE_CRASH_AT": point}, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]  # the crash point was reached
-    assert writers.torn_files(out) == []
+def _check_resume(scenario: str, out: Path, ref: Path) -> None:
+    assert writers.torn_files(out) == []  # right after the kill
     writers.SCENARIOS[scenario](out)  # resume (no --overwrite, nothing deleted by hand)
     assert writers.torn_files(out) == []
-    assert writers.compare(scenario, out, references[scenario]) == []
+    assert writers.compare(scenario, out, ref) == []
+
+
+def test_sigkill_in_a_fresh_interpreter_then_resume(tmp_path: Path, references: dict[str, Path]) -> None:
+    """A separate ``python`` process (nothing shared with this one) killed after logging step 3."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "dict_train", str(out)], capture_output=True, text=True,
+                          env={**os.environ, "MECHSCOPE_CRASH_AT": "dict_trainer.after_step@3"}, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]  # the crash point was reached
+    _check_resume("dict_train", out, references["dict_train"])
+
+
+@pytest.mark.parametrize(("scenario", "point"), KILLS, ids=[f"{s}-{p}" for s, p in KILLS])
+def test_sigkill_then_resume(scenario: str, point: str, tmp_path: Path, references: dict[str, Path]) -> None:
+    """A forked child process SIGKILLed by the kernel at the crash point."""
+    out = tmp_path / "out"
+    status = writers._killed_child(scenario, out, point)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL  # the crash point was reached
+    _check_resume(scenario, out, references[scenario])
 
 
 @pytest.mark.slow

@@ -285,7 +285,7 @@ def train(cfg: InductionConfig, out_dir: str | Path, *, progress: bool = True, r
                            RepeatedBatches(data, cfg.repeat_frac, cfg.seed) if n_layers == 2 else data, tcfg, run_dir,
                            callbacks=[_evaluator(cfg, val, corpus.d_vocab)], experiment="induction",
                            run_config={"model": model.cfg.to_dict(), "induction": _identity(cfg), "name": name},
-                           resume=resume and (run_dir / "checkpoints").is_dir(),
+                           resume=resume and ((run_dir / "checkpoints").is_dir() or (run_dir / "run.json").is_file()),
                            stop=_plateau_stop(cfg) if n_layers == 2 else None)
         model.save(run_dir / "final")
         summary[name] = {"steps": res.step, "wall_seconds": round(res.wall_seconds, 1), **res.last}

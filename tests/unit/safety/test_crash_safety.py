@@ -147,3 +147,30 @@ def test_harvest_killed_before_finish_completes_on_rerun(tmp_path: Path, monkeyp
     assert not ActivationStore.open(tmp_path).complete and ActivationStore.open(tmp_path).n_rows == 30
     store = src.harvest(tmp_path, 30, shard_rows=10, progress=False)
     assert store.complete and ActivationStore.open(tmp_path).complete
+
+
+def test_induction_resume_after_a_kill_before_the_first_checkpoint(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import mechscope.experiments.induction as ind
+
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path / "cache"))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(60):
+        (docs / f"{i}.txt").write_text(f"def f{i}(x):\n    return x + {i}\n" * 30)
+    cfg = ind.InductionConfig(corpus=str(docs), tokenizer="bytes", vocab_size=None, n_ctx=64, d_model=16, n_heads=2,
+                              d_head=8, batch_size=2, steps=4, eval_every=2, checkpoint_every=2, warmup_steps=1)
+    real, calls = ind._lm_loss, [0]
+
+    def dying(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise Killed
+        return real(model, batch)
+
+    monkeypatch.setattr(ind, "_lm_loss", dying)
+    with pytest.raises(Killed):
+        ind.train(cfg, tmp_path / "run", progress=False, only=("two_layer",))
+    monkeypatch.setattr(ind, "_lm_loss", real)
+    summary = ind.train(cfg, tmp_path / "run", progress=False, only=("two_layer",), resume=True)
+    assert summary["two_layer"]["steps"] == 4

@@ -61,3 +61,7 @@ def unknown_hook(name: str, candidates: Iterable[str]) -> HookNameError:
 def shape_error(what: str, expected: object, got: Iterable[int] | str) -> ShapeError:
     """Build a shape error naming the tensor, the expected and the actual shape."""
     return ShapeError(f"{what}: expected shape {expected}, got {got if isinstance(got, str) else tuple(got)}")
+
+
+class FeatureDBError(MechscopeError, RuntimeError):
+    """A feature database that cannot be used: unknown schema version, not a mechscope database, unreachable."""

@@ -122,3 +122,20 @@ def show(
                        f"{r['explanation'] or ''}")
     else:
         typer.echo(json.dumps(data, indent=1, default=str))
+
+
+@app.command()
+def export(
+    db: Path = typer.Option(..., "--db", help="Feature database."),
+    dictionary: str = typer.Option(..., "--dictionary", help="Dictionary name."),
+    features: str = typer.Option(..., "--features", help="Feature ids: 1,2,5-7."),
+    out: Path = typer.Option(..., "--out", help="Directory for index.html and <feature>.html."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Write static, self-contained HTML feature pages."""
+    from mechscope.features.db import FeatureDB
+    from mechscope.features.export import export as run
+
+    with fail_cleanly():
+        paths = run(FeatureDB.open(db, read_only=True), dictionary, parse_features(features), out)
+    typer.echo(json.dumps([str(p) for p in paths]) if as_json else "\n".join(str(p) for p in paths))

@@ -12,7 +12,7 @@ from mechscope.tokens import Tokenizer
 from tests.conftest import tiny_model
 
 HOOK = "blocks.0.hook_resid_post"
-ALPHABET = "abcdefghijklmnopqrstuvwxyz <>!-'\"./"
+ALPHABET = "abcdefghijklmnopqrstuvwxyz <>!-'\"./()"
 
 
 def model() -> Any:

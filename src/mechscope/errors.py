@@ -65,3 +65,7 @@ def shape_error(what: str, expected: object, got: Iterable[int] | str) -> ShapeE
 
 class FeatureDBError(MechscopeError, RuntimeError):
     """A feature database that cannot be used: unknown schema version, not a mechscope database, unreachable."""
+
+
+class ExplainerError(MechscopeError, RuntimeError):
+    """An explainer language model that cannot be reached or answered with something unusable."""

@@ -76,6 +76,8 @@ def harvest(
               else neuron_features(m, str(neurons)))
         if name and d is None:
             fs.name = name
+        if dictionary is not None:
+            fs.config["path"] = str(Path(dictionary).resolve())  # the web app's steering loads it from here
         cfg = HarvestConfig(n_tokens=tokens, seq_len=seq_len, batch_size=batch_size, seed=seed,
                             stats=StatsConfig(top_k=top_k, seed=seed))
         database = FeatureDB.open(db)
@@ -139,3 +141,56 @@ def export(
     with fail_cleanly():
         paths = run(FeatureDB.open(db, read_only=True), dictionary, parse_features(features), out)
     typer.echo(json.dumps([str(p) for p in paths]) if as_json else "\n".join(str(p) for p in paths))
+
+
+def _client(explainer_url: str | None, explainer_model: str) -> Any:
+    if explainer_url:
+        from mechscope.features.autointerp.clients import HTTPChat
+
+        return HTTPChat(explainer_url, explainer_model)
+    from mechscope.features.autointerp.clients import LocalChat
+
+    return LocalChat(load_model(explainer_model), explainer_model)
+
+
+@app.command()
+def explain(
+    db: Path = typer.Option(..., "--db", help="Feature database."),
+    dictionary: str = typer.Option(..., "--dictionary", help="Dictionary name."),
+    features: str = typer.Option(..., "--features", help="Feature ids: 1,2,5-7."),
+    explainer_url: str | None = typer.Option(None, "--explainer-url", help="OpenAI-compatible endpoint "
+                                             "(default: the embedded model, offline)."),
+    explainer_model: str = typer.Option("smollm2-135m", "--explainer-model", help="Model name (local: loaded "
+                                        "with mechscope.load; remote: sent as 'model')."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Explain features from their examples with a language model (stored in the database)."""
+    from mechscope.features.autointerp.run import explain_features
+    from mechscope.features.db import FeatureDB
+
+    with fail_cleanly():
+        database = FeatureDB.open(db, create=False)
+        out = explain_features(database, dictionary, parse_features(features), _client(explainer_url, explainer_model))
+    typer.echo(json.dumps(out) if as_json else "\n".join(f"{k}: {v}" for k, v in out.items()))
+
+
+@app.command()
+def score(
+    db: Path = typer.Option(..., "--db", help="Feature database."),
+    dictionary: str = typer.Option(..., "--dictionary", help="Dictionary name."),
+    features: str = typer.Option(..., "--features", help="Feature ids: 1,2,5-7."),
+    explainer_url: str | None = typer.Option(None, "--explainer-url", help="OpenAI-compatible endpoint of the "
+                                             "scorer model (default: the embedded model)."),
+    explainer_model: str = typer.Option("smollm2-135m", "--explainer-model", help="Scorer model name."),
+    n: int = typer.Option(10, "--n", help="Snippets per class per scorer."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Score stored explanations by detection and fuzzing (balanced accuracy; 0.5 = chance)."""
+    from mechscope.features.autointerp.run import score_features
+    from mechscope.features.db import FeatureDB
+
+    with fail_cleanly():
+        database = FeatureDB.open(db, create=False)
+        out = score_features(database, dictionary, parse_features(features), _client(explainer_url, explainer_model),
+                             n=n)
+    typer.echo(json.dumps(out) if as_json else "\n".join(f"{k}: {v}" for k, v in out.items()))

@@ -24,6 +24,7 @@ _GROUPS: list[tuple[str, str]] = [
     ("patch", "mechscope.cli.patch"),
     ("dict", "mechscope.cli.dictionaries"),
     ("features", "mechscope.cli.features"),
+    ("", "mechscope.cli.serve"),
 ]
 
 

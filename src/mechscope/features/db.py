@@ -241,27 +241,27 @@ class FeatureDB:
                offset: int = 0) -> list[dict[str, Any]]:
         """Features whose explanation contains ``q`` (case-insensitive; all when empty), sorted by ``sort``.
 
-        ``sort``: ``density`` (highest first), ``score`` (best explanation score first), ``feature`` (id).
+        ``sort``: ``density`` (highest first), ``score`` (best explanation score first, unscored last),
+        ``feature`` (id). Scores and matches are aggregated once per query (not per feature row), and the
+        explanation text is fetched only for the rows returned.
         """
         order = {"density": "f.density DESC, f.dictionary, f.feature", "feature": "f.dictionary, f.feature",
-                 "score": "score DESC, f.dictionary, f.feature"}
+                 "score": "COALESCE(s.score, -1.0) DESC, f.dictionary, f.feature"}
         if sort not in order:
             raise FeatureDBError(f"sort must be one of {', '.join(order)}, got {sort!r}")
-        like = f"%{q.lower()}%"
-        score_sql = ("(SELECT MAX(s.value) FROM scores s WHERE s.dictionary = f.dictionary AND s.feature = "
-                     "f.feature)")
-        if sort == "score":  # NULLs last on both databases
-            score_sql = f"COALESCE({score_sql}, -1.0)"
-        sql = ("SELECT f.dictionary, f.feature, f.density, f.mean_act, f.max_act, "
-               "(SELECT e.text FROM explanations e WHERE e.dictionary = f.dictionary AND e.feature = f.feature "
-               "ORDER BY e.created_at DESC, e.explainer LIMIT 1) AS explanation, "
-               f"{score_sql} AS score FROM features f WHERE (? = '' OR f.dictionary = ?) AND (? = '' OR EXISTS "
-               "(SELECT 1 FROM explanations e WHERE e.dictionary = f.dictionary AND e.feature = f.feature AND "
-               f"LOWER(e.text) LIKE ?)) ORDER BY {order[sort]} LIMIT ? OFFSET ?")
-        rows = self.query(sql, (dictionary, dictionary, q, like, int(limit), int(offset)))
+        hits = ("JOIN (SELECT DISTINCT dictionary, feature FROM explanations WHERE LOWER(text) LIKE ? ESCAPE '!') h "
+                "ON h.dictionary = f.dictionary AND h.feature = f.feature " if q else "")
+        sql = ("SELECT f.dictionary, f.feature, f.density, f.mean_act, f.max_act, s.score FROM features f "
+               f"{hits}LEFT JOIN (SELECT dictionary, feature, MAX(value) AS score FROM scores GROUP BY dictionary, "
+               "feature) s ON s.dictionary = f.dictionary AND s.feature = f.feature WHERE (? = '' OR f.dictionary = ?) "
+               f"ORDER BY {order[sort]} LIMIT ? OFFSET ?")
+        pattern = q.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_")  # match q literally
+        params: tuple[Any, ...] = ((f"%{pattern}%",) if q else ()) + (dictionary, dictionary, int(limit), int(offset))
+        rows = self.query(sql, params)
         for r in rows:
-            if r["score"] is not None and r["score"] < 0:
-                r["score"] = None
+            text = self.query("SELECT text FROM explanations WHERE dictionary = ? AND feature = ? ORDER BY "
+                              "created_at DESC, explainer LIMIT 1", (r["dictionary"], r["feature"]))
+            r["explanation"] = text[0]["text"] if text else None
         return rows
 
     def count(self, table: str) -> int:

@@ -35,6 +35,7 @@ def _check(db: FeatureDB) -> None:
     assert f is not None and f["explanations"][0]["text"] == "the letter <q> & 'quotes'"
     assert f["scores"][0]["details"] == {"tp": 9}
     assert len(f["top"]) > 0 and isinstance(f["top"][0]["tokens"], list)
+    assert db.search("100%") == [] and db.search("_") == []  # wildcards are matched literally
     hits = db.search("LETTER")
     assert [(r["dictionary"], r["feature"]) for r in hits] == [("tiny-sae", 3)]
     by_score = db.search(sort="score", limit=3)

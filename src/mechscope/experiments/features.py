@@ -39,9 +39,10 @@ def study(db_path: str, client: ChatClient | None = None, *, dictionaries: tuple
         feats = sample_features(db, d, n, seed, max_density=1.0 if d.startswith("neurons:") else 0.2)
         texts = explain_features(db, d, feats, client)
         scores = score_features(db, d, feats, client, n=n_score)
-        rows = [{"feature": f, "explanation": texts[f], **scores.get(f, {})} for f in feats]
-        out[d] = {"rows": rows, "mean_detection": statistics.mean(r.get("detection", 0.0) for r in rows),
-                  "mean_fuzzing": statistics.mean(r.get("fuzzing", 0.0) for r in rows)}
+        rows: list[dict[str, Any]] = [{"feature": f, "explanation": texts[f], **scores.get(f, {})} for f in feats]
+        det = [float(scores.get(f, {}).get("detection", 0.0)) for f in feats]
+        fuzz = [float(scores.get(f, {}).get("fuzzing", 0.0)) for f in feats]
+        out[d] = {"rows": rows, "mean_detection": statistics.mean(det), "mean_fuzzing": statistics.mean(fuzz)}
     return out
 
 

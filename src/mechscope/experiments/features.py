@@ -47,3 +47,45 @@ def study(db_path: str, client: ChatClient | None = None, *, dictionaries: tuple
 
 
 __all__ = ["study", "sample_features"]
+
+
+def screenshots(db_path: str, out_dir: str, features: list[tuple[str, int]], *, model: Any = None,
+                steer: tuple[str, int, float] | None = None) -> list[str]:
+    """The pictures of ``docs/features.md``: the browser, feature pages, and (with a model) the prompt explorer
+    and a steering run, served by a real ``mechscope serve`` app on loopback and shot in Chromium."""
+    from pathlib import Path
+    from urllib.parse import quote
+
+    from mechscope.web.app import create_app
+    from mechscope.web.screenshots import browser_page
+    from mechscope.web.server import serving
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shots: list[str] = []
+    with serving(create_app(db_path, model=model)) as url, browser_page(1280, 1000) as page:
+        def shot(name: str) -> None:
+            page.screenshot(path=str(out / f"{name}.png"))
+            shots.append(str(out / f"{name}.png"))
+
+        page.goto(url + "/?sort=score&limit=40")
+        shot("browser")
+        for d, f in features:
+            page.goto(url + f"/features/{quote(d, safe='')}/{f}")
+            shot(f"feature-{d.replace(':', '_').replace('.', '_')}-{f}")
+        if model is not None:
+            page.goto(url + "/prompt")
+            page.fill("#text", "When Mary and John went to the store, John gave a drink to")
+            page.click("#go")
+            page.wait_for_selector("#attention tr", timeout=300_000)
+            page.select_option("#layer", "6")
+            shot("prompt-explorer")
+        if model is not None and steer is not None:
+            d, f, value = steer
+            page.goto(url + f"/steer?dictionary={quote(d, safe='')}&feature={f}")
+            page.fill("#prompt", "The weather today is")
+            page.fill("#value", str(value))
+            page.click("#go")
+            page.wait_for_selector("#status:text-is('done')", timeout=600_000)
+            shot("steering")
+    return shots

@@ -8,7 +8,6 @@ The same functions serve ``mechscope features export`` (static files) and the we
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,9 +29,12 @@ input,select,button,textarea{font:inherit;padding:4px 6px}
 """
 
 
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"})
+
+
 def esc(value: Any) -> str:
-    """HTML-escape any value (quotes too)."""
-    return html.escape(str(value), quote=True)
+    """HTML-escape any value, quotes too (``html.escape(..., quote=True)``'s output, via one ``translate``)."""
+    return str(value).translate(_ESCAPES)
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -41,19 +43,26 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
+_VISIBLE = str.maketrans({"\n": "↵", "\t": "⇥"})
+
+
 def show_token(tok: str) -> str:
     """A token for display: newlines and tabs made visible, then escaped."""
-    return esc(tok.replace("\n", "↵").replace("\t", "⇥"))
+    return tok.translate(_VISIBLE).translate(_ESCAPES)
 
 
 def example_html(ex: dict[str, Any], scale: float) -> str:
     """One example window: every token shaded by this feature's activation on it (title = the value)."""
     parts = []
+    focus = ex["focus"]
     for j, (tok, a) in enumerate(zip(ex["tokens"], ex["acts"], strict=True)):
+        if a <= 0 and j != focus:  # most tokens of a window: plain text, no markup
+            parts.append(show_token(tok))
+            continue
         alpha = 0.0 if scale <= 0 else max(0.0, min(1.0, a / scale))
-        cls = "tok focus" if j == ex["focus"] else "tok"
+        cls = "tok focus" if j == focus else "tok"
         style = f' style="background:rgba(255,120,0,{alpha:.2f})"' if alpha > 0 else ""
-        parts.append(f'<span class="{cls}" title="{esc(f"{a:.3f}")}"{style}>{show_token(tok)}</span>')
+        parts.append(f'<span class="{cls}" title="{a:.3f}"{style}>{show_token(tok)}</span>')
     return f'<div class="ex"><span class="muted">{_fmt(ex["activation"], 3)}</span>  {"".join(parts)}</div>'
 
 

@@ -89,3 +89,23 @@ def screenshots(db_path: str, out_dir: str, features: list[tuple[str, int]], *, 
             page.wait_for_selector("#status:text-is('done')", timeout=600_000)
             shot("steering")
     return shots
+
+
+def rule_study(db_path: str, *, dictionaries: tuple[str, ...] = ("sae-l6", "neurons:blocks.6.mlp.hook_post"),
+               n: int = 100, seed: int = 0, n_score: int = 10) -> dict[str, Any]:
+    """The same protocol with the rule-based top-token explainer / scorer (no language model): how well does
+    "the token X" explain a random sample of ``n`` features of each dictionary?"""
+    from mechscope.features.autointerp.rules import TopTokenRule
+
+    rule = TopTokenRule()
+    db = FeatureDB.open(db_path)
+    out: dict[str, Any] = {}
+    for d in dictionaries:
+        feats = sample_features(db, d, n, seed + 1, max_density=1.0 if d.startswith("neurons:") else 0.2)
+        explain_features(db, d, feats, rule, progress=False)
+        scores = score_features(db, d, feats, rule, explainer=rule.name, n=n_score, progress=False)
+        det = [s["detection"] for s in scores.values()]
+        fuzz = [s["fuzzing"] for s in scores.values()]
+        out[d] = {"n": len(scores), "mean_detection": statistics.mean(det), "mean_fuzzing": statistics.mean(fuzz),
+                  "median_detection": statistics.median(det), "median_fuzzing": statistics.median(fuzz)}
+    return out

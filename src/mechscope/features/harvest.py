@@ -131,6 +131,7 @@ def cosine_neighbours(directions: Tensor, n: int, chunk: int = 1024) -> tuple[Te
 
 def coact_neighbours(coact: Tensor, n: int) -> tuple[Tensor, Tensor]:
     """The ``n`` features most often firing together with each (Jaccard of their firing sets)."""
+    coact = coact.double()
     fired = coact.diagonal()
     union = fired[:, None] + fired[None, :] - coact
     jac = torch.where(union > 0, coact / union.clamp_min(1), torch.zeros_like(coact))

@@ -125,3 +125,14 @@ def test_unreachable_explainer_url_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(app, ["features", "explain", "--db", str(tmp_path / "f.db"), "--dictionary", "d",
                                    "--features", "0", "--explainer-url", f"http://127.0.0.1:{port}"])
     assert res.exit_code == 2 and "cannot reach the explainer" in res.output
+
+
+def test_top_token_rule_scores_planted_token_features_perfectly(tmp_path):
+    from mechscope.features.autointerp.rules import TopTokenRule
+
+    db = planted_db(tmp_path / "f.db")
+    rule = TopTokenRule()
+    got = explain_features(db, "d", [0, 4], rule, progress=False)
+    assert got == {0: "the token ' apple'", 4: "the token ' tiger'"}
+    scores = score_features(db, "d", [0, 4], rule, n=10, progress=False)
+    assert all(v == 1.0 for s in scores.values() for v in s.values())

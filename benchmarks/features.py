@@ -97,15 +97,17 @@ def synthetic_db(path: Path, n_features: int) -> None:
         db.put_model("m", {})
         db.put_dictionary("synthetic", "m", "blocks.6.hook_resid_post", "sae", n_features, {})
         feats, exs = [], []
+        pool = [(json.dumps([rng.choice(words) for _ in range(17)]), json.dumps([round(rng.random(), 4) for _ in range(17)]))
+                for _ in range(500)]  # example windows reused across features (their content does not matter here)
         for f in range(n_features):
             logits = json.dumps([[rng.choice(words), rng.random()] for _ in range(10)])
             neigh = json.dumps([[rng.randrange(n_features), rng.random()] for _ in range(10)])
             feats.append(("synthetic", f, rng.random() * 0.05, rng.random(), rng.random() * 5, rng.randrange(10**4),
                           hist, logits, logits, neigh, neigh))
             for k in range(60):
-                toks = [rng.choice(words) for _ in range(17)]
+                toks, acts = pool[rng.randrange(len(pool))]
                 exs.append(("synthetic", f, "top" if k < 20 else "quantile", k, None if k < 20 else (k - 20) // 4,
-                            rng.random() * 5, f * 1000 + k, 12, json.dumps(toks), json.dumps([round(rng.random(), 4) for _ in toks])))
+                            rng.random() * 5, f * 1000 + k, 12, toks, acts))
         db.executemany("INSERT INTO features VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", feats)
         db.executemany("INSERT INTO examples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", exs)
         for f in range(0, n_features, 3):

@@ -73,3 +73,11 @@ class MemoryBudgetError(MechscopeError, MemoryError):
 
 class UntrustedCodeError(MechscopeError, PermissionError):
     """A model directory asks to run its own Python code (``auto_map``); mechscope never does."""
+
+
+class FeatureDBError(MechscopeError, RuntimeError):
+    """A feature database that cannot be used: unknown schema version, not a mechscope database, unreachable."""
+
+
+class ExplainerError(MechscopeError, RuntimeError):
+    """An explainer language model that cannot be reached or answered with something unusable."""

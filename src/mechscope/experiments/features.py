@@ -1,0 +1,111 @@
+"""The recorded feature study of ``docs/features.md``: explain and score a random sample of SAE latents and of
+MLP neurons of the same layer with the same explainer, and compare their scores.
+
+    python -c "from mechscope.experiments.features import study; study('runs/features/smollm2.db')"
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from typing import Any
+
+from mechscope.features.autointerp.clients import ChatClient
+from mechscope.features.autointerp.run import explain_features, score_features
+from mechscope.features.db import FeatureDB
+
+
+def sample_features(db: FeatureDB, dictionary: str, n: int, seed: int = 0, min_density: float = 1e-3,
+                    max_density: float = 0.2) -> list[int]:
+    """``n`` random features of ``dictionary`` whose density lies in [min_density, max_density]."""
+    rows = db.query("SELECT feature FROM features WHERE dictionary = ? AND density >= ? AND density <= ? "
+                    "ORDER BY feature", (dictionary, min_density, max_density))
+    ids = [r["feature"] for r in rows]
+    return sorted(random.Random(seed).sample(ids, min(n, len(ids))))
+
+
+def study(db_path: str, client: ChatClient | None = None, *, dictionaries: tuple[str, ...] = (
+        "sae-l6", "neurons:blocks.6.mlp.hook_post"), n: int = 10, seed: int = 0, n_score: int = 10) -> dict[str, Any]:
+    """Explain + score ``n`` sampled features of each dictionary; returns per-dictionary rows and means."""
+    if client is None:
+        import mechscope
+        from mechscope.features.autointerp.clients import LocalChat
+
+        client = LocalChat(mechscope.load("smollm2-135m").eval())
+    db = FeatureDB.open(db_path)
+    out: dict[str, Any] = {}
+    for d in dictionaries:
+        # neurons of a gated MLP are positive about half the time: sample them without the density cap
+        feats = sample_features(db, d, n, seed, max_density=1.0 if d.startswith("neurons:") else 0.2)
+        texts = explain_features(db, d, feats, client)
+        scores = score_features(db, d, feats, client, n=n_score)
+        rows: list[dict[str, Any]] = [{"feature": f, "explanation": texts[f], **scores.get(f, {})} for f in feats]
+        det = [float(scores.get(f, {}).get("detection", 0.0)) for f in feats]
+        fuzz = [float(scores.get(f, {}).get("fuzzing", 0.0)) for f in feats]
+        out[d] = {"rows": rows, "mean_detection": statistics.mean(det), "mean_fuzzing": statistics.mean(fuzz)}
+    return out
+
+
+__all__ = ["study", "sample_features"]
+
+
+def screenshots(db_path: str, out_dir: str, features: list[tuple[str, int]], *, model: Any = None,
+                steer: tuple[str, int, float] | None = None) -> list[str]:
+    """The pictures of ``docs/features.md``: the browser, feature pages, and (with a model) the prompt explorer
+    and a steering run, served by a real ``mechscope serve`` app on loopback and shot in Chromium."""
+    from pathlib import Path
+    from urllib.parse import quote
+
+    from mechscope.web.app import create_app
+    from mechscope.web.screenshots import browser_page
+    from mechscope.web.server import serving
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shots: list[str] = []
+    with serving(create_app(db_path, model=model)) as url, browser_page(1280, 1000) as page:
+        def shot(name: str) -> None:
+            page.screenshot(path=str(out / f"{name}.png"))
+            shots.append(str(out / f"{name}.png"))
+
+        page.goto(url + "/?sort=score&limit=40")
+        shot("browser")
+        for d, f in features:
+            page.goto(url + f"/features/{quote(d, safe='')}/{f}")
+            shot(f"feature-{d.replace(':', '_').replace('.', '_')}-{f}")
+        if model is not None:
+            page.goto(url + "/prompt")
+            page.fill("#text", "When Mary and John went to the store, John gave a drink to")
+            page.click("#go")
+            page.wait_for_selector("#attention tr", timeout=300_000)
+            page.select_option("#layer", "6")
+            shot("prompt-explorer")
+        if model is not None and steer is not None:
+            d, f, value = steer
+            page.goto(url + f"/steer?dictionary={quote(d, safe='')}&feature={f}")
+            page.fill("#prompt", "The weather today is")
+            page.fill("#value", str(value))
+            page.click("#go")
+            page.wait_for_selector("#status:text-is('done')", timeout=600_000)
+            shot("steering")
+    return shots
+
+
+def rule_study(db_path: str, *, dictionaries: tuple[str, ...] = ("sae-l6", "neurons:blocks.6.mlp.hook_post"),
+               n: int = 100, seed: int = 0, n_score: int = 10) -> dict[str, Any]:
+    """The same protocol with the rule-based top-token explainer / scorer (no language model): how well does
+    "the token X" explain a random sample of ``n`` features of each dictionary?"""
+    from mechscope.features.autointerp.rules import TopTokenRule
+
+    rule = TopTokenRule()
+    db = FeatureDB.open(db_path)
+    out: dict[str, Any] = {}
+    for d in dictionaries:
+        feats = sample_features(db, d, n, seed + 1, max_density=1.0 if d.startswith("neurons:") else 0.2)
+        explain_features(db, d, feats, rule, progress=False)
+        scores = score_features(db, d, feats, rule, explainer=rule.name, n=n_score, progress=False)
+        det = [s["detection"] for s in scores.values()]
+        fuzz = [s["fuzzing"] for s in scores.values()]
+        out[d] = {"n": len(scores), "mean_detection": statistics.mean(det), "mean_fuzzing": statistics.mean(fuzz),
+                  "median_detection": statistics.median(det), "median_fuzzing": statistics.median(fuzz)}
+    return out

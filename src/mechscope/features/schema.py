@@ -1,0 +1,59 @@
+"""The feature database schema, version 1: plain SQL that SQLite (>= 3.24) and PostgreSQL both run.
+
+Tables (keys in brackets; JSON columns are TEXT):
+
+* ``meta [key]``: ``schema_version`` and ``created_by``;
+* ``models [name]``: a model and its config (JSON);
+* ``dictionaries [name]``: a feature set (a dictionary's latents, or ``neurons:<hook>``), its model, hook, kind
+  (``sae`` | ``neurons``), ``n_features``, config JSON, and ``stats`` JSON (tokens harvested, window, bins);
+* ``runs [id]``: one harvest / explain / score run: status (``running`` | ``done``), config JSON, progress;
+* ``features [dictionary, feature]``: density, mean / max activation, fired count, ``histogram`` JSON
+  (``{"edges": [...], "counts": [...]}``), ``top_logits`` / ``bottom_logits`` JSON (``[[token, value], ...]``),
+  ``neighbours_cosine`` / ``neighbours_coact`` JSON (``[[feature, similarity], ...]``);
+* ``examples [dictionary, feature, kind, ordinal]``: kind ``top`` (ordinal = rank) or ``quantile`` (with
+  ``quantile`` 0..9, 0 lowest), the example's activation, global ``token_index``, ``focus`` (its index in
+  the window), ``tokens`` JSON (strings) and ``acts`` JSON (this feature's activation on every window token);
+* ``explanations [dictionary, feature, explainer]``: the text and when it was made;
+* ``scores [dictionary, feature, explainer, method]``: ``detection`` / ``fuzzing`` value in [0, 1], number of
+  trials and details JSON.
+
+Identifiers are natural keys (no auto-increment, whose syntax differs between the two databases); upserts use
+``INSERT ... ON CONFLICT ... DO UPDATE``, also common to both. A database whose ``schema_version`` differs
+from :data:`SCHEMA_VERSION` is refused with ``FeatureDBError``.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+DDL = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS models (name TEXT PRIMARY KEY, config TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS dictionaries (
+        name TEXT PRIMARY KEY, model TEXT NOT NULL REFERENCES models(name), hook TEXT NOT NULL,
+        kind TEXT NOT NULL, n_features INTEGER NOT NULL, config TEXT NOT NULL, stats TEXT)""",
+    """CREATE TABLE IF NOT EXISTS runs (
+        id TEXT PRIMARY KEY, dictionary TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
+        config TEXT NOT NULL, tokens_done BIGINT NOT NULL, tokens_total BIGINT NOT NULL,
+        started_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS features (
+        dictionary TEXT NOT NULL REFERENCES dictionaries(name), feature INTEGER NOT NULL,
+        density DOUBLE PRECISION NOT NULL, mean_act DOUBLE PRECISION NOT NULL, max_act DOUBLE PRECISION NOT NULL,
+        n_fired BIGINT NOT NULL, histogram TEXT NOT NULL, top_logits TEXT, bottom_logits TEXT,
+        neighbours_cosine TEXT, neighbours_coact TEXT, PRIMARY KEY (dictionary, feature))""",
+    "CREATE INDEX IF NOT EXISTS features_by_density ON features (dictionary, density)",
+    """CREATE TABLE IF NOT EXISTS examples (
+        dictionary TEXT NOT NULL, feature INTEGER NOT NULL, kind TEXT NOT NULL, ordinal INTEGER NOT NULL,
+        quantile INTEGER, activation DOUBLE PRECISION NOT NULL, token_index BIGINT NOT NULL,
+        focus INTEGER NOT NULL, tokens TEXT NOT NULL, acts TEXT NOT NULL,
+        PRIMARY KEY (dictionary, feature, kind, ordinal))""",
+    """CREATE TABLE IF NOT EXISTS explanations (
+        dictionary TEXT NOT NULL, feature INTEGER NOT NULL, explainer TEXT NOT NULL, text TEXT NOT NULL,
+        created_at TEXT NOT NULL, PRIMARY KEY (dictionary, feature, explainer))""",
+    """CREATE TABLE IF NOT EXISTS scores (
+        dictionary TEXT NOT NULL, feature INTEGER NOT NULL, explainer TEXT NOT NULL, method TEXT NOT NULL,
+        value DOUBLE PRECISION NOT NULL, n INTEGER NOT NULL, details TEXT NOT NULL, created_at TEXT NOT NULL,
+        PRIMARY KEY (dictionary, feature, explainer, method))""",
+]
+
+TABLES = ("meta", "models", "dictionaries", "runs", "features", "examples", "explanations", "scores")

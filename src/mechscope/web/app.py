@@ -1,0 +1,205 @@
+"""``create_app``: the FastAPI application behind ``mechscope serve``.
+
+* ``/`` feature browser (search explanation text, sort by density / score), ``/features/{dictionary}/{id}``
+  feature pages, ``/prompt`` prompt explorer, ``/steer`` steering playground, ``/runs/...`` files of the
+  named run directories, ``/static/...`` the app's own static folder;
+* JSON: ``/api/features?q=&limit=&sort=&dictionary=``, ``/api/features/{dictionary}/{id}``, ``/api/dictionaries``,
+  ``POST /api/prompt``, ``POST /api/steer``.
+
+The database is opened read-only, one connection per worker thread. The model (for the explorer and
+steering) is loaded on first use. No file outside the static folder and the run directories is served:
+paths are resolved and must stay inside their root (symlinks included).
+"""
+
+
+# No `from __future__ import annotations`: FastAPI resolves the body types of the nested endpoints
+# (PromptIn, SteerIn) from their annotations at definition time.
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mechscope.errors import ConfigError, MechscopeError
+from mechscope.features.db import FeatureDB
+
+STATIC = Path(__file__).parent / "static"
+CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+
+class _State:
+    """Per-app resources: a read-only DB connection per thread, the lazily loaded model and dictionaries."""
+
+    def __init__(self, db_path: str, model: Any, model_loader: Callable[[str], Any] | None,
+                 runs: list[Path]) -> None:
+        self.db_path, self.runs = db_path, runs
+        self._local = threading.local()
+        FeatureDB.open(db_path, read_only=True).close()  # fail at start, not at the first request
+        self._model, self._loader = model, model_loader
+        self._lock = threading.Lock()
+        self._dicts: dict[str, Any] = {}
+
+    def db(self) -> FeatureDB:
+        conn = getattr(self._local, "db", None)
+        if conn is None:
+            conn = self._local.db = FeatureDB.open(self.db_path, read_only=True)
+        return conn
+
+    def model(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                names = [r["name"] for r in self.db().query("SELECT name FROM models ORDER BY name")]
+                if self._loader is None or not names:
+                    raise ConfigError("no model to run: start `mechscope serve` with --model NAME")
+                self._model = self._loader(names[0])
+            return self._model
+
+    def dictionary(self, row: dict[str, Any]) -> Any:
+        if row["kind"] != "sae":
+            return None
+        with self._lock:
+            if row["name"] not in self._dicts:
+                from mechscope.dictionaries.io import load
+
+                path = row["config"].get("path")
+                if not path:
+                    raise ConfigError(f"dictionary {row['name']!r} records no path; steering needs its weights")
+                self._dicts[row["name"]] = load(path)
+            return self._dicts[row["name"]]
+
+
+def _inside(root: Path, rel: str) -> Path | None:
+    """``root / rel`` resolved, if it stays inside ``root`` (else None)."""
+    base = root.resolve()
+    target = (base / rel).resolve()
+    return target if target == base or target.is_relative_to(base) else None
+
+
+def create_app(db_path: str | Path, *, model: Any = None, model_loader: Callable[[str], Any] | None = None,
+               runs: list[str | Path] | None = None) -> Any:
+    """Build the app for the database at ``db_path`` (see the module docstring)."""
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+    from mechscope.features.render import feature_page
+    from mechscope.web import pages
+    from mechscope.web.model_ops import Steering, explore_prompt, generate_text
+    from mechscope.web.schemas import PromptIn, SteerIn
+
+    state = _State(str(db_path), model, model_loader, [Path(r) for r in runs or []])
+    app = FastAPI(title="mechscope", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    @app.exception_handler(MechscopeError)
+    async def mechscope_error(request: Request, exc: MechscopeError) -> Any:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    def clamp_limit(limit: int) -> int:
+        if not 1 <= limit <= 1000:
+            raise HTTPException(400, "limit must be in [1, 1000]")
+        return limit
+
+    @app.get("/", response_class=HTMLResponse)
+    def index(q: str = "", sort: str = "density", dictionary: str = "", limit: int = 100) -> str:
+        db = state.db()
+        return pages.browser(db.search(q, dictionary=dictionary, sort=sort, limit=clamp_limit(limit)),
+                             db.dictionaries(), q, sort, dictionary)
+
+    @app.get("/api/features")
+    def api_features(q: str = "", limit: int = 50, sort: str = "density", dictionary: str = "",
+                     offset: int = 0) -> list[dict[str, Any]]:
+        return state.db().search(q, dictionary=dictionary, sort=sort, limit=clamp_limit(limit), offset=max(offset, 0))
+
+    def get_feature(dictionary: str, feature: int) -> dict[str, Any]:
+        feat = state.db().feature(dictionary, feature)
+        if feat is None:
+            raise HTTPException(404, f"no feature {feature} of dictionary {dictionary!r}")
+        return feat
+
+    @app.get("/api/features/{dictionary}/{feature}")
+    def api_feature(dictionary: str, feature: int) -> dict[str, Any]:
+        return get_feature(dictionary, feature)
+
+    @app.get("/api/dictionaries")
+    def api_dictionaries() -> list[dict[str, Any]]:
+        return state.db().dictionaries()
+
+    @app.get("/features/{dictionary}/{feature}", response_class=HTMLResponse)
+    def feature_html(dictionary: str, feature: int) -> str:
+        steer = f'<p><a href="/steer?dictionary={pages.esc(dictionary)}&amp;feature={int(feature)}">steer with ' \
+                "this feature</a></p>"
+        return feature_page(get_feature(dictionary, feature), pages.link, nav=pages.NAV).replace(
+            "</main>", steer + "</main>", 1)
+
+    @app.get("/prompt", response_class=HTMLResponse)
+    def prompt_html() -> str:
+        return pages.prompt_page()
+
+    @app.post("/api/prompt")
+    def api_prompt(body: PromptIn) -> dict[str, Any]:
+        m = state.model()
+        with state._lock:  # one forward at a time: the model's hooks are shared state
+            return explore_prompt(m, body.text, top_k=body.top_k)
+
+    @app.get("/steer", response_class=HTMLResponse)
+    def steer_html(dictionary: str = "", feature: int = 0) -> str:
+        return pages.steer_page(state.db().dictionaries(), dictionary, feature)
+
+    @app.post("/api/steer")
+    def api_steer(body: SteerIn) -> dict[str, Any]:
+        rows = [d for d in state.db().dictionaries() if d["name"] == body.dictionary]
+        if not rows:
+            raise HTTPException(404, f"no dictionary {body.dictionary!r}")
+        row = rows[0]
+        if body.feature >= int(row["n_features"]):
+            raise HTTPException(400, f"feature must be in [0, {row['n_features']})")
+        m = state.model()
+        steering = Steering(kind=row["kind"], hook=row["hook"], feature=body.feature, mode=body.mode,
+                            value=body.value, dictionary=state.dictionary(row))
+        with state._lock:
+            base = generate_text(m, body.prompt, None, max_new_tokens=body.max_new_tokens)
+            steered = generate_text(m, body.prompt, steering, max_new_tokens=body.max_new_tokens)
+        return {"baseline": base, "steered": steered}
+
+    @app.get("/static/{path:path}")
+    def static(path: str) -> Any:
+        target = _inside(STATIC, path)
+        if target is None or not target.is_file():
+            raise HTTPException(404, "not found")
+        return FileResponse(target)
+
+    @app.get("/favicon.ico")
+    def favicon() -> Any:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+    @app.get("/runs/{path:path}", response_class=HTMLResponse)
+    def run_files(path: str = "") -> Any:
+        if not path.strip("/"):
+            return pages.runs_page([(r.name, f"/runs/{i}/") for i, r in enumerate(state.runs)])
+        head, _, rest = path.partition("/")
+        if not head.isdigit() or int(head) >= len(state.runs):
+            raise HTTPException(404, "not found")
+        target = _inside(state.runs[int(head)], rest)
+        if target is None or not target.exists():
+            raise HTTPException(404, "not found")
+        if target.is_dir():
+            base = state.runs[int(head)]
+            listing = []
+            for p in sorted(target.iterdir()):
+                rel = (Path(rest) / p.name).as_posix()
+                if _inside(base, rel) is not None:  # a symlink pointing outside is not listed
+                    listing.append((p.name + ("/" if p.is_dir() else ""), f"/runs/{head}/{rel}"))
+            return pages.runs_page(listing)
+        return FileResponse(target)
+
+    return app
+
+
+__all__ = ["create_app"]

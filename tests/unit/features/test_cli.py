@@ -1,0 +1,40 @@
+"""CLI wiring of `features` and the top-level `serve` / `serve-llm` commands: clear one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from mechscope.cli.main import app
+from tests.unit.features.escaping import DICT, nasty_db
+
+
+def test_serve_refuses_a_public_address_and_a_foreign_db(tmp_path):
+    nasty_db(tmp_path / "f.db", tmp_path / "s").close()
+    r = CliRunner().invoke(app, ["serve", "--db", str(tmp_path / "f.db"), "--host", "0.0.0.0"])
+    assert r.exit_code == 2 and "--allow-remote" in r.output
+    r = CliRunner().invoke(app, ["serve", "--db", str(tmp_path / "missing.db")])
+    assert r.exit_code == 2 and "does not exist" in r.output
+    r = CliRunner().invoke(app, ["serve-llm", "x", "--host", "10.1.2.3"])
+    assert r.exit_code == 2 and "--allow-remote" in r.output
+
+
+def test_harvest_needs_exactly_one_feature_set(tmp_path):
+    r = CliRunner().invoke(app, ["features", "harvest", "--db", str(tmp_path / "f.db"), "--neurons", "x",
+                                 "--dictionary", str(tmp_path)])
+    assert r.exit_code == 2 and "exactly one of --dictionary DIR or --neurons HOOK" in r.output
+
+
+def test_show_lists_and_searches(tmp_path):
+    nasty_db(tmp_path / "f.db", tmp_path / "s").close()
+    r = CliRunner().invoke(app, ["features", "show", "--db", str(tmp_path / "f.db"), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["dictionaries"][0]["name"] == DICT
+    r = CliRunner().invoke(app, ["features", "show", "--db", str(tmp_path / "f.db"), "--q", "pwned", "--limit", "3",
+                                 "--json"])
+    assert r.exit_code == 0 and len(json.loads(r.output)) == 3
+    r = CliRunner().invoke(app, ["features", "show", "--db", str(tmp_path / "f.db"), "--dictionary", DICT,
+                                 "--feature", "5", "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["feature"] == 5
+    r = CliRunner().invoke(app, ["features", "show", "--db", str(tmp_path / "f.db"), "--feature", "5"])
+    assert r.exit_code == 2 and "--feature needs --dictionary" in r.output

@@ -159,4 +159,34 @@ def qk_attribution(model: Any, tokens: Tensor, transcoders: CrossLayerTranscoder
     return QKAttribution(layer, head, query_pos, key_pos, qn, kn, terms.detach(), score)
 
 
-__all__ = ["QKAttribution", "qk_attribution"]
+def main_attention_edge(model: Any, tokens: Tensor, graph: Any, pruned: Any) -> tuple[int, int, int, int] | None:
+    """``(layer, head, query_pos, key_pos)`` for the strongest kept cross-position edge of a pruned graph: among
+    the attention layers the edge can pass through (after its source's layer, up to its target's), the head
+    attending most from the target's position to the source's. None if no kept edge crosses positions."""
+    layer, pos = graph.node_layer_pos()
+    tgt, src = pruned.edge_mask.nonzero(as_tuple=True)
+    if tgt.numel() == 0:
+        return None
+    cross = pos[tgt] != pos[src]
+    if not bool(cross.any()):
+        return None
+    t, s = tgt[cross], src[cross]
+    best = int(graph.adjacency[t, s].abs().argmax())
+    t_i, s_i = int(t[best]), int(s[best])
+    lo = int(layer[s_i]) + 1
+    hi = min(int(layer[t_i]), model.cfg.n_layers - 1)
+    if int(layer[t_i]) < model.cfg.n_layers:  # a feature target reads the residual after its layer's attention
+        hi = int(layer[t_i])
+    q, k = int(pos[t_i]), int(pos[s_i])
+    names = [f"blocks.{ly}.attn.hook_pattern" for ly in range(lo, hi + 1)]
+    if not names:
+        return None
+    toks = tokens if tokens.dim() == 2 else tokens[None]
+    with torch.no_grad():
+        _, cache = model.run_with_cache(toks.long(), names=names)
+    pats = torch.stack([cache[n][0, :, q, k] for n in names])  # [layers heads]
+    flat = int(pats.argmax())
+    return lo + flat // pats.shape[1], flat % pats.shape[1], q, k
+
+
+__all__ = ["QKAttribution", "qk_attribution", "main_attention_edge"]

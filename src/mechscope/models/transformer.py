@@ -276,7 +276,7 @@ class HookedTransformer(HookedModule):
         except (SafetensorError, OSError, ValueError) as e:
             raise ModelFileError(f"{w_path} is not a readable safetensors file ({e}); re-save the model") from e
         tokenizer = None
-        if (d / "tokenizer.json").is_file():
+        if (d / "tokenizer.json").is_file() or (d / "tokenizer_config.json").is_file():  # BPE, or symbols only
             from mechscope.tokens import Tokenizer
 
             tokenizer = Tokenizer.load(d)

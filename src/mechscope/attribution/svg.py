@@ -32,7 +32,7 @@ def graph_svg(graph: AttributionGraph, pruned: PrunedGraph, token_labels: Sequen
     for n in keep:
         cells.setdefault((int(layer[n]), int(pos[n])), []).append(n)
     for (ly, p), ns in cells.items():
-        y = margin + 20 + rh * (L - ly)  # logits (layer L) at the top, tokens (layer -1) at the bottom
+        y = float(margin + 20 + rh * (L - ly))  # logits (layer L) at the top, tokens (layer -1) at the bottom
         for j, n in enumerate(ns):
             x = margin + cw * p + cw * (j + 1) / (len(ns) + 1)
             coords[n] = (x, y)

@@ -116,3 +116,18 @@ def test_bad_inputs_get_clear_errors(model64):
         attribute_tokens(model64, TOKENS, answer_metric(1), "patch", fixed=[9])
     with pytest.raises(ConfigError, match="n_samples"):
         attribute_tokens(model64, TOKENS, answer_metric(1), "lime", n_samples=3)
+
+
+def test_method_comparison_table_on_a_word_model():
+    from mechscope.attribution.study import compare_methods
+    from mechscope.tokens import Tokenizer
+
+    model = tiny_model("gpt2", seed=6)
+    model.tokenizer = Tokenizer.words([f"w{i}" for i in range(49)], bos="<s>")
+    res = compare_methods(model, baseline=0, n_steps=8, shapley_samples=4, lime_samples=24,
+                          ioi=[("w1 w2 w3 w2 w4", "w1", "w2")], facts=[("w5 w6 w7", "w8")])
+    assert [r["task"] for r in res["table"]] == ["ioi"] * 3 + ["facts"] * 3
+    for r in res["prompts"]:
+        assert r["attributions"]["patch"][0] == 0.0  # BOS fixed
+        assert abs(r["ig_completeness_gap"]) < 0.05 * max(1.0, abs(r["metric_full"] - r["metric_baseline"]))
+        assert -1 <= r["spearman_shapley"] <= 1

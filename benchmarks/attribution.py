@@ -3,7 +3,9 @@
 ``--part ig``: our integrated gradients (all steps in one batched forward + backward through ``hook_embed``,
 only the readout position unembedded) vs captum's ``IntegratedGradients`` and ``LayerIntegratedGradients``
 on the same inputs, baseline and steps; max |Δ| of the attributions and the time ratio.
-``--part graph``: attribution-graph time and peak memory vs prompt length (needs ``--transcoders DIR``).
+``--part graph``: attribution-graph time and peak memory vs prompt length (needs ``--transcoders DIR``), each
+length in a fresh process; ``--max-features`` caps the feature nodes (the rest join the error nodes) so that the
+cost per target row is what grows with the length.
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/attribution.py --part ig``
 """
@@ -68,6 +70,41 @@ def bench_ig(steps: int, repeats: int) -> dict[str, object]:
             "max_abs_attribution": float(a.abs().max()), "peak_rss_mb": peak_rss_mb()}
 
 
+TEXT = ("The history of the city begins with a small settlement on the river, where traders met to exchange "
+        "grain, salt and cloth. Over the centuries the settlement grew into a market town, then a fortified city "
+        "with walls, gates and a cathedral, and finally the capital of a large and prosperous region. ")
+
+
+def graph_worker(transcoders: str, n_tokens: int, max_features: int) -> dict[str, object]:
+    """One graph in this (fresh) process: time, peak RSS, sizes and the memory estimate."""
+    import time
+
+    import mechscope
+    from mechscope.attribution.export import load_transcoder_set
+    from mechscope.attribution.graph import build_graph, graph_scores, prune
+
+    model = mechscope.load("smollm2-135m").eval()
+    tset = load_transcoder_set(transcoders)
+    ids = model.tokenizer.to_tokens(TEXT * 8)[0][:n_tokens]
+    rss0 = peak_rss_mb()
+    t0 = time.perf_counter()
+    g = build_graph(model, ids, tset, max_features=max_features, memory_budget_mb=8192)
+    t_graph = time.perf_counter() - t0
+    pg = prune(g)
+    return {"n_tokens": n_tokens, "n_active_features_capped": g.n_features, "n_nodes": g.n_nodes,
+            "graph_s": t_graph, "peak_rss_mb": peak_rss_mb(), "rss_before_graph_mb": rss0,
+            "estimate": g.extras["memory_estimate"], "batch": g.extras["batch_size"],
+            "n_nodes_kept": int(pg.node_mask.sum()), **graph_scores(g)}
+
+
+def bench_graph(transcoders: str, lengths: list[int], max_features: int) -> list[dict[str, object]]:
+    from _common import run_worker
+
+    return [run_worker(sys.executable, __file__, ["--worker", "--transcoders", transcoders, "--n", str(n),
+                                                  "--max-features", str(max_features)], timeout=3600)
+            for n in lengths]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", choices=["ig", "graph"], default="ig")
@@ -75,14 +112,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--transcoders", default=None)
     ap.add_argument("--lengths", default="16,64,256")
+    ap.add_argument("--max-features", type=int, default=64)
+    ap.add_argument("--worker", action="store_true")
+    ap.add_argument("--n", type=int, default=16)
     args = ap.parse_args()
+    if args.worker:
+        emit(graph_worker(args.transcoders, args.n, args.max_features))
+        return
     out: dict[str, object] = {"machine": machine()}
     if args.part == "ig":
         out["ig"] = bench_ig(args.steps, args.repeats)
     else:
-        from graph_bench import bench_graph  # type: ignore[import-not-found]
-
-        out["graph"] = bench_graph(args.transcoders, [int(x) for x in args.lengths.split(",")])
+        if args.transcoders is None:
+            ap.error("--part graph needs --transcoders DIR")
+        out["graph"] = bench_graph(args.transcoders, [int(x) for x in args.lengths.split(",")], args.max_features)
     emit(out)
 
 

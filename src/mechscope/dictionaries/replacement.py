@@ -43,7 +43,7 @@ def check_for_model(model: Any, transcoders: TranscoderSet) -> None:
         if not isinstance(t, (Transcoder, CrossLayerTranscoder)):
             raise ConfigError(f"a transcoder set holds Transcoder or CrossLayerTranscoder objects, got "
                               f"{type(t).__name__}")
-        if name and t.cfg.model_name and t.cfg.model_name != name:
+        if name and t.cfg.model_name and not _same_model(t.cfg.model_name, name):
             raise ConfigError(f"these transcoders were trained on model {t.cfg.model_name!r}, not {name!r}; "
                               f"use a transcoder set trained for {name!r}")
         if t.cfg.d_in != model.cfg.d_model or t.cfg.d_output != model.cfg.d_model:
@@ -60,6 +60,12 @@ def check_for_model(model: Any, transcoders: TranscoderSet) -> None:
         flat = [w for ws in layers for w in ws]
         if len(set(flat)) != len(flat):
             raise ConfigError(f"two transcoders replace the same hook: {sorted(flat)}")
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Names of one model as registries and files spell them (``smollm2-135m`` ~ ``SmolLM2 135M Instruct``)."""
+    na, nb = ("".join(ch for ch in x.lower() if ch.isalnum()) for x in (a, b))
+    return na in nb or nb in na
 
 
 def clt_hooks(clt: CrossLayerTranscoder) -> tuple[tuple[str, ...], tuple[str, ...]]:

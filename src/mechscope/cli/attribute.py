@@ -145,3 +145,29 @@ def compare(
             for r in res["table"]:
                 typer.echo(f"{r['task']:>6} {r['method']:>8}  spearman {r['mean_spearman_vs_patch']:+.3f}  "
                            f"top1 {r['top1_agreement']:.2f}")
+
+
+@app.command()
+def fidelity(
+    model: str = typer.Option("smollm2-135m", "--model", help="Model name or path for mechscope.load."),
+    transcoders: Path = typer.Option(..., "--transcoders", help="CLT or per-layer transcoder directories."),
+    corpus: str = typer.Option("stdlib-docs", "--corpus", help="Corpus of the held-out text."),
+    n_seq: int = typer.Option(8, "--n-seq", help="Held-out sequences."),
+    seq_len: int = typer.Option(128, "--seq-len", help="Tokens per sequence."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """NMSE per layer and CE loss recovered of the full replacement on held-out text."""
+    with fail_cleanly():
+        from mechscope.attribution.export import load_transcoder_set
+        from mechscope.attribution.fidelity import replacement_fidelity
+        from mechscope.cli.common import load_model
+        from mechscope.experiments.dictionaries import eval_tokens
+
+        tset = load_transcoder_set(transcoders)
+        m = load_model(model)
+        toks = eval_tokens(m, corpus, split="val", n_seq=n_seq, seq_len=seq_len)
+        res = replacement_fidelity(m, tset, toks)
+        if as_json:
+            typer.echo(json.dumps(res, indent=1))
+        else:
+            typer.echo(f"CE recovered {res['ce_recovered']:.3f}; NMSE {res['nmse']}")

@@ -75,7 +75,7 @@ TEXT = ("The history of the city begins with a small settlement on the river, wh
         "with walls, gates and a cathedral, and finally the capital of a large and prosperous region. ")
 
 
-def graph_worker(transcoders: str, n_tokens: int, max_features: int) -> dict[str, object]:
+def graph_worker(transcoders: str, n_tokens: int, max_features: int, budget: float) -> dict[str, object]:
     """One graph in this (fresh) process: time, peak RSS, sizes and the memory estimate."""
     import time
 
@@ -88,7 +88,7 @@ def graph_worker(transcoders: str, n_tokens: int, max_features: int) -> dict[str
     ids = model.tokenizer.to_tokens(TEXT * 8)[0][:n_tokens]
     rss0 = peak_rss_mb()
     t0 = time.perf_counter()
-    g = build_graph(model, ids, tset, max_features=max_features, memory_budget_mb=8192)
+    g = build_graph(model, ids, tset, max_features=max_features, memory_budget_mb=budget)
     t_graph = time.perf_counter() - t0
     pg = prune(g)
     return {"n_tokens": n_tokens, "n_active_features_capped": g.n_features, "n_nodes": g.n_nodes,
@@ -97,12 +97,12 @@ def graph_worker(transcoders: str, n_tokens: int, max_features: int) -> dict[str
             "n_nodes_kept": int(pg.node_mask.sum()), **graph_scores(g)}
 
 
-def bench_graph(transcoders: str, lengths: list[int], max_features: int) -> list[dict[str, object]]:
+def bench_graph(transcoders: str, lengths: list[int], max_features: int, budget: float) -> list[dict[str, object]]:
     from _common import run_worker
 
     return [run_worker(sys.executable, __file__, ["--worker", "--transcoders", transcoders, "--n", str(n),
-                                                  "--max-features", str(max_features)], timeout=3600)
-            for n in lengths]
+                                                  "--max-features", str(max_features), "--budget", str(budget)],
+                       timeout=3600) for n in lengths]
 
 
 def main() -> None:
@@ -115,9 +115,10 @@ def main() -> None:
     ap.add_argument("--max-features", type=int, default=64)
     ap.add_argument("--worker", action="store_true")
     ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--budget", type=float, default=3000.0, help="memory_budget_mb of each graph")
     args = ap.parse_args()
     if args.worker:
-        emit(graph_worker(args.transcoders, args.n, args.max_features))
+        emit(graph_worker(args.transcoders, args.n, args.max_features, args.budget))
         return
     out: dict[str, object] = {"machine": machine()}
     if args.part == "ig":
@@ -125,7 +126,8 @@ def main() -> None:
     else:
         if args.transcoders is None:
             ap.error("--part graph needs --transcoders DIR")
-        out["graph"] = bench_graph(args.transcoders, [int(x) for x in args.lengths.split(",")], args.max_features)
+        out["graph"] = bench_graph(args.transcoders, [int(x) for x in args.lengths.split(",")], args.max_features,
+                                   args.budget)
     emit(out)
 
 

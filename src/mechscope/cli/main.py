@@ -25,6 +25,7 @@ _GROUPS: list[tuple[str, str]] = [
     ("dict", "mechscope.cli.dictionaries"),
     ("features", "mechscope.cli.features"),
     ("", "mechscope.cli.serve"),
+    ("attribute", "mechscope.cli.attribute"),
 ]
 
 

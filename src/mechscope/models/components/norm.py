@@ -71,7 +71,7 @@ class RMSNorm(nn.Module):
         """
         if torch.is_grad_enabled() and (x.requires_grad or self.w.requires_grad):
             return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.w
-        if x.dtype != torch.float32:
+        if x.dtype in (torch.float16, torch.bfloat16):  # float64 takes the exact path below
             norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=torch.float32)
             inv = norm.square_().div_(x.shape[-1]).add_(self.eps).rsqrt_().to(x.dtype)
             return torch.mul(x, inv).mul_(self.w)

@@ -284,6 +284,21 @@ class HookedTransformer(HookedModule):
         load_state(model, state, source=str(w_path))
         return model
 
+    @classmethod
+    def from_pretrained(cls, name: str, *, dtype: torch.dtype = torch.float32, download: bool = False,
+                        **tl_kwargs: Any) -> HookedTransformer:
+        """TransformerLens's entry point, as ``mechscope.load(name)``: a registered name, a path, or a Hugging
+        Face name from the local cache (``download=True`` fetches it). Unlike TransformerLens no weight
+        processing happens (apply ``models/weights.py`` transforms explicitly); TransformerLens-only keyword
+        arguments such as ``fold_ln=True`` are refused rather than ignored."""
+        if tl_kwargs:
+            raise ConfigError(f"from_pretrained does not take {sorted(tl_kwargs)}: mechscope loads the source "
+                              "numbers unchanged; apply weight processing explicitly (mechscope.models.weights, "
+                              "see docs/from-transformerlens.md)")
+        from mechscope.models.loading import load
+
+        return load(name, dtype=dtype, download=download)
+
 
 def load_state(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
     """Copy ``state`` into ``model`` checking names and shapes, with errors naming every mismatch."""

@@ -3,7 +3,8 @@
 Axis names: ``batch pos d_model n_heads d_head d_mlp d_vocab``. Every activation has a TransformerLens
 name (``blocks.3.attn.hook_z``...; see ``hooks/names.py``). The class only assembles and runs; loading
 (``models/loading.py``), weight processing (``models/weights.py``), generation (``models/generate.py``)
-and tokenisation (``tokens.py``) live elsewhere.
+and tokenisation (``tokens.py``) live elsewhere; ``models/habits.py`` adds TransformerLens's method names
+(``to_tokens``, ``generate``, ``from_pretrained``...) as thin delegations to them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mechscope.models.components.embed import Embed, PosEmbed, Unembed
 from mechscope.models.components.norm import make_norm
 from mechscope.models.components.rotary import rotary_cos_sin
 from mechscope.models.config import ModelConfig
+from mechscope.models.habits import TransformerLensMethods
 
 
 def init_std(d_model: int) -> float:
@@ -33,7 +35,7 @@ def init_std(d_model: int) -> float:
     return 0.8 / math.sqrt(d_model)
 
 
-class HookedTransformer(HookedModule):
+class HookedTransformer(TransformerLensMethods, HookedModule):
     """A decoder-only transformer whose every activation is a named hook point.
 
     Example:
@@ -283,21 +285,6 @@ class HookedTransformer(HookedModule):
         model = cls(cfg, tokenizer=tokenizer)
         load_state(model, state, source=str(w_path))
         return model
-
-    @classmethod
-    def from_pretrained(cls, name: str, *, dtype: torch.dtype = torch.float32, download: bool = False,
-                        **tl_kwargs: Any) -> HookedTransformer:
-        """TransformerLens's entry point, as ``mechscope.load(name)``: a registered name, a path, or a Hugging
-        Face name from the local cache (``download=True`` fetches it). Unlike TransformerLens no weight
-        processing happens (apply ``models/weights.py`` transforms explicitly); TransformerLens-only keyword
-        arguments such as ``fold_ln=True`` are refused rather than ignored."""
-        if tl_kwargs:
-            raise ConfigError(f"from_pretrained does not take {sorted(tl_kwargs)}: mechscope loads the source "
-                              "numbers unchanged; apply weight processing explicitly (mechscope.models.weights, "
-                              "see docs/from-transformerlens.md)")
-        from mechscope.models.loading import load
-
-        return load(name, dtype=dtype, download=download)
 
 
 def load_state(model: nn.Module, state: dict[str, Tensor], source: str) -> None:

@@ -27,6 +27,15 @@ class CleanGroup(TyperGroup):
 
     context_class = typer.Context
 
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except UsageError as e:  # options of the group itself (``mechscope --bogus``)
+            where = getattr(e, "ctx", None)
+            hint = f" (see `{where.command_path} --help`)" if where is not None else ""
+            typer.echo(f"error: {' '.join(e.format_message().split())}{hint}", err=True)  # type: ignore[attr-defined]
+            raise typer.Exit(2) from None
+
     def invoke(self, ctx: Any) -> Any:
         from mechscope.errors import MechscopeError
 

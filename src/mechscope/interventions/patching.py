@@ -107,10 +107,14 @@ def check_sites(model: Any, tokens: Tensor, layers: Sequence[int] | None, positi
     and readout (an int in [-pos, pos), or [B] ints) for a sweep over ``tokens`` [B pos]."""
     n_layers, (b, p) = model.cfg.n_layers, tokens.shape
     layer_list = list(range(n_layers)) if layers is None else _ints(layers, "layers")
+    if not layer_list:
+        raise ConfigError("layers is empty: give at least one layer, or None for all")
     bad = [x for x in layer_list if not 0 <= x < n_layers]
     if bad:
         raise ConfigError(f"layers {bad} out of range: the model has layers 0..{n_layers - 1}")
     pos_list = list(range(p)) if positions is None else _ints(positions, "positions")
+    if not pos_list:
+        raise ConfigError("positions is empty: give at least one position, or None for all")
     bad = [x for x in pos_list if not -p <= x < p]
     if bad:
         raise ConfigError(f"positions {bad} out of range for sequences of {p} tokens (allowed -{p}..{p - 1})")

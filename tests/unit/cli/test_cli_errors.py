@@ -52,6 +52,7 @@ PROMPT = ["--clean", "a b", "--corrupted", "a c", "--answer", " x", "--wrong", "
     (["info", "no-such-model"], "Unknown model name"),
     (["info"], "Missing argument"),
     (["no-such-command"], "No such command"),
+    (["--bogus", "info", "m"], "No such option"),
     (["grokking", "train", "--out", "o", "--preset", "bogus"], "--preset must be one of"),
 ])
 def test_user_errors_are_one_line_exit_2(args: list[str], match: str) -> None:

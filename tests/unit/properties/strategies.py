@@ -7,6 +7,7 @@ so CI is deterministic) and no example database, so the whole suite runs in well
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -17,8 +18,9 @@ from mechscope.errors import MechscopeError
 
 
 def fast(n: int) -> settings:
-    """Settings for a property test: ``n`` examples, derandomised, no deadline, no database."""
-    return settings(max_examples=n, derandomize=True, deadline=None, database=None,
+    """Settings for a property test: ``n`` examples (times ``$MECHSCOPE_PROPERTY_SCALE`` for a deeper local
+    hunt), derandomised, no deadline, no database."""
+    return settings(max_examples=n * int(os.environ.get("MECHSCOPE_PROPERTY_SCALE", "1")), derandomize=True, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.function_scoped_fixture])
 

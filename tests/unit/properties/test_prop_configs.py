@@ -28,7 +28,7 @@ def _named(msg: str, touched: list[str], fields: set[str]) -> bool:
     return any(t in msg for t in touched) or any(f in msg for f in fields)
 
 
-@fast(150)
+@fast(100)
 @given(st.sampled_from(MODEL_DICTS).flatmap(mutated))
 def test_model_config_from_dict(case) -> None:
     d, touched = case

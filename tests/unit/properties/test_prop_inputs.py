@@ -73,7 +73,7 @@ def _expected(idx, size):
     return {v % size for v in vals}
 
 
-@fast(120)
+@fast(80)
 @given(selections())
 def test_selections_select_what_they_say(case) -> None:
     hook, sel = case

@@ -107,7 +107,7 @@ def _apply(path: Path, how: str, arg: Any) -> None:
         path.unlink()
 
 
-@fast(80)
+@fast(60)
 @given(damage())
 def test_damaged_files_give_mechscope_errors(case) -> None:
     kind, name, how, arg = case
@@ -131,7 +131,7 @@ JSON_FILES = [("model", "config.json"), ("dictionary", "config.json"), ("saelens
               ("store", "manifest.json")]
 
 
-@fast(120)
+@fast(60)
 @given(st.sampled_from(JSON_FILES).flatmap(
     lambda kf: st.tuples(st.just(kf), mutated(json.loads((ARTIFACTS[kf[0]] / kf[1]).read_text())))))
 def test_edited_json_gives_mechscope_errors(case) -> None:
@@ -156,3 +156,16 @@ def test_store_manifest_fields_are_checked(field: str, value: Any) -> None:
         (dst / "manifest.json").write_text(json.dumps({**data, field: value}))
         with pytest.raises(ModelFileError, match=f"field '{field}' must be"):
             _use_store(dst)
+
+
+@pytest.mark.parametrize("config", [None, [], "x"])
+def test_dictionary_config_field_must_be_an_object(config: Any) -> None:
+    from mechscope.errors import ModelFileError
+
+    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+        dst = Path(tmp) / "dictionary"
+        shutil.copytree(ARTIFACTS["dictionary"], dst)
+        data = json.loads((dst / "config.json").read_text())
+        (dst / "config.json").write_text(json.dumps({**data, "config": config}))
+        with pytest.raises(ModelFileError, match="field 'config' must be an object"):
+            io.load(dst)

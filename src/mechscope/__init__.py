@@ -31,6 +31,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "utils":  # TransformerLens habit: mechscope.utils.get_act_name
+        return importlib.import_module("mechscope.utils")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'mechscope' has no attribute {name!r}")

@@ -30,6 +30,34 @@ FORMAT, FORMAT_VERSION, MANIFEST = "mechscope.activations", 1, "manifest.json"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def _check_manifest(m: dict[str, Any], where: Path) -> None:
+    """Raise ``ModelFileError`` naming the first manifest field that is missing or of the wrong type."""
+
+    def bad(field: str, wanted: str) -> ModelFileError:
+        return ModelFileError(f"{where}: field {field!r} must be {wanted}, got {m.get(field)!r} "
+                              "(a damaged manifest; re-harvest or restore it)")
+
+    def count(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    if not isinstance(m.get("dtype"), str) or m["dtype"] not in _DTYPES:
+        raise bad("dtype", f"one of {sorted(_DTYPES)}")
+    if not count(m.get("shard_rows")) or not m["shard_rows"]:
+        raise bad("shard_rows", "a positive int")
+    hooks = m.get("hooks")
+    if not isinstance(hooks, dict) or not hooks or not all(
+            isinstance(k, str) and isinstance(v, list) and all(count(x) for x in v) for k, v in hooks.items()):
+        raise bad("hooks", "an object mapping hook names to row shapes (lists of ints)")
+    shards = m.get("shards")
+    if not isinstance(shards, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("file"), str) and count(s.get("n_rows")) for s in shards):
+        raise bad("shards", "a list of {file, n_rows} objects")
+    if not isinstance(m.get("complete"), bool):
+        raise bad("complete", "true or false")
+    if not isinstance(m.get("metadata", {}), dict):
+        raise bad("metadata", "an object")
+
+
 class ActivationStore:
     """A sharded activation store; create with :meth:`create`, reopen with :meth:`open`."""
 
@@ -62,9 +90,11 @@ class ActivationStore:
         """Open an existing store (to read, or to append more rows)."""
         root = Path(path)
         manifest = read_json(root / MANIFEST)
-        if manifest.get("format") != FORMAT or manifest.get("format_version", 99) > FORMAT_VERSION:
+        version = manifest.get("format_version", 99)
+        if manifest.get("format") != FORMAT or not isinstance(version, int) or version > FORMAT_VERSION:
             raise ModelFileError(f"{root / MANIFEST}: not a mechscope activation store of version <= "
                                  f"{FORMAT_VERSION} (format={manifest.get('format')!r})")
+        _check_manifest(manifest, root / MANIFEST)
         return cls(root, manifest)
 
     # -- facts ------------------------------------------------------------------------------------------

@@ -1,29 +1,34 @@
 """``ActivationCache``: a read-only ``Mapping[str, Tensor]`` from hook names to activations.
 
-It holds tensors and nothing else (no model reference, no analysis methods: those are free functions in
-``cache/analysis.py``). Keys are full hook names; ``cache["z", 3]`` is shorthand for
+It holds tensors, plus at most a *weak* reference to the model that made it (``run_with_cache`` sets it),
+so TransformerLens's convenience methods (``cache.decompose_resid()``, ``cache.logit_attrs(...)``...;
+``cache/methods.py``) work without the cache owning a model; the analyses themselves are the free
+functions in ``cache/analysis.py``. Keys are full hook names; ``cache["z", 3]`` is shorthand for
 ``cache[act_name("z", 3)]``; gradients are stored as ``"<name>_grad"``.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Mapping
-from typing import Union
+from typing import Any, Union
 
 import torch
 from torch import Tensor
 
+from mechscope.cache.methods import CacheAnalysisMethods
 from mechscope.errors import unknown_hook
 from mechscope.hooks.names import act_name
 
 Key = Union[str, tuple]
 
 
-class ActivationCache(Mapping[str, Tensor]):
+class ActivationCache(CacheAnalysisMethods, Mapping[str, Tensor]):
     """See the module docstring."""
 
-    def __init__(self, data: Mapping[str, Tensor]) -> None:
+    def __init__(self, data: Mapping[str, Tensor], model: Any = None) -> None:
         self._data = dict(data)
+        self._model_ref = weakref.ref(model) if model is not None else None
 
     def _key(self, key: Key) -> str:
         if isinstance(key, tuple):
@@ -58,7 +63,8 @@ class ActivationCache(Mapping[str, Tensor]):
 
     def to(self, device: str | torch.device) -> ActivationCache:
         """A copy with every tensor moved to ``device``."""
-        return ActivationCache({k: v.to(device) for k, v in self._data.items()})
+        return ActivationCache({k: v.to(device) for k, v in self._data.items()},
+                               self._model_ref() if self._model_ref is not None else None)
 
     def nbytes(self) -> int:
         """Total bytes held."""

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import typer
 
-from mechscope.cli.common import fail_cleanly, load_model
+from mechscope.cli.common import fail_cleanly, load_model, unit_interval
 
 
 def info(model: str = typer.Argument(..., help="Registered name (smollm2-135m), .gguf file or model directory"),
          json_out: bool = typer.Option(False, "--json", help="Print one JSON object"),
-         pos: int = typer.Option(8, help="Sequence length used to show hook shapes")) -> None:
+         pos: int = typer.Option(8, min=1, help="Sequence length used to show hook shapes")) -> None:
     """Architecture, parameter count and every hook name with its shape."""
     with fail_cleanly():
         from mechscope.hooks.names import registered_axes, resolve_shape
@@ -39,9 +39,11 @@ def info(model: str = typer.Argument(..., help="Registered name (smollm2-135m), 
 
 def generate(model: str = typer.Argument(..., help="Model name or path"),
              prompt: list[str] = typer.Argument(..., help="One or more prompts"),
-             max_new_tokens: int = typer.Option(30, "--max-new-tokens", "-n"),
-             temperature: float = typer.Option(0.0, help="0 = greedy"),
-             top_k: int | None = typer.Option(None), top_p: float | None = typer.Option(None),
+             max_new_tokens: int = typer.Option(30, "--max-new-tokens", "-n", min=0),
+             temperature: float = typer.Option(0.0, min=0.0, help="0 = greedy"),
+             top_k: int | None = typer.Option(None, min=1, help="Sample among the k most likely tokens."),
+             top_p: float | None = typer.Option(None, callback=unit_interval("--top-p"),
+                                                help="Nucleus sampling mass in (0, 1]."),
              seed: int | None = typer.Option(None)) -> None:
     """Generate continuations (KV cache, padded batches)."""
     with fail_cleanly():

@@ -18,14 +18,14 @@ def train_cmd(
     out: Path = typer.Option(..., "--out", help="Run directory (metrics.jsonl, checkpoints/)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split, the initialisation and the trainer."),
     p: int | None = typer.Option(None, "--p", help="Modulus (default: the preset's, 113)."),
-    epochs: int | None = typer.Option(None, "--epochs", help="Full-batch epochs (default: the preset's)."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Full-batch epochs (default: the preset's)."),
     preset: str = typer.Option("fast", "--preset", help="'fast' (groks in minutes), 'quick' (p=31, under a minute; the tour's) "
                                 "or 'paper' (lr 1e-3, wd 1, 40k epochs)."),
     train_frac: float | None = typer.Option(None, "--train-frac", help="Fraction of pairs for training."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its latest checkpoint "
                                 "(with its stored settings; only --epochs may change)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete --out first if it holds a run."),
-    threads: int | None = typer.Option(None, "--threads", help="torch threads (default: torch's choice)."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads (default: torch's choice)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
 ) -> None:
     """Train (full-batch AdamW) and write checkpoints; prints the final metrics as JSON."""

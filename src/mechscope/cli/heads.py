@@ -14,13 +14,13 @@ def register(app: typer.Typer) -> None:
 
 def heads_cmd(
     model: str = typer.Argument(..., help="A registered name (smollm2-135m), a .gguf file or a saved model directory."),
-    half_len: int = typer.Option(40, "--half-len", help="Length of the random sequence that is repeated."),
-    batch: int = typer.Option(4, "--batch", help="Number of random sequences."),
-    top: int = typer.Option(10, "--top", help="Heads listed per detector."),
+    half_len: int = typer.Option(40, "--half-len", min=1, help="Length of the random sequence that is repeated."),
+    batch: int = typer.Option(4, "--batch", min=1, help="Number of random sequences."),
+    top: int = typer.Option(10, "--top", min=1, help="Heads listed per detector."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random tokens."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     html: str | None = typer.Option(None, "--html", help="Also write an interactive attention page of the top heads."),
-    threads: int | None = typer.Option(None, "--threads", help="torch threads (default: torch's choice)."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads (default: torch's choice)."),
 ) -> None:
     """Detector scores on a random token sequence repeated twice (induction, previous-token, duplicate-token)."""
     import torch

@@ -23,16 +23,16 @@ def train_cmd(
     pos_init: str = typer.Option("sinusoidal", "--pos-init", help="Initial learned positions: normal (random) or "
                                  "sinusoidal (Vaswani's table, then trained; previous-token heads form at long contexts)."),
     norm: str = typer.Option("layernorm", "--norm", help="none (exact circuits) or layernorm (pre-norm)."),
-    steps: int = typer.Option(2500, "--steps", help="Updates of the two-layer model."),
-    eval_every: int = typer.Option(50, "--eval-every", help="Evaluate ICL/induction scores every N updates."),
-    checkpoint_every: int = typer.Option(50, "--checkpoint-every", help="Keep weights every N updates."),
-    d_model: int = typer.Option(256, "--d-model", help="Residual width."),
-    n_heads: int = typer.Option(8, "--n-heads", help="Heads per layer."),
-    d_head: int = typer.Option(32, "--d-head", help="Per-head dimension."),
-    n_ctx: int = typer.Option(256, "--n-ctx", help="Context length."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Sequences per update."),
+    steps: int = typer.Option(2500, "--steps", min=1, help="Updates of the two-layer model."),
+    eval_every: int = typer.Option(50, "--eval-every", min=1, help="Evaluate ICL/induction scores every N updates."),
+    checkpoint_every: int = typer.Option(50, "--checkpoint-every", min=1, help="Keep weights every N updates."),
+    d_model: int = typer.Option(256, "--d-model", min=1, help="Residual width."),
+    n_heads: int = typer.Option(8, "--n-heads", min=1, help="Heads per layer."),
+    d_head: int = typer.Option(32, "--d-head", min=1, help="Per-head dimension."),
+    n_ctx: int = typer.Option(256, "--n-ctx", min=1, help="Context length."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Sequences per update."),
     lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate."),
-    warmup_steps: int = typer.Option(100, "--warmup-steps", help="Linear learning-rate warm-up updates."),
+    warmup_steps: int = typer.Option(100, "--warmup-steps", min=0, help="Linear learning-rate warm-up updates."),
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="AdamW weight decay."),
     repeat_frac: float = typer.Option(0.75, "--repeat-frac", help="Fraction of two-layer training sequences whose "
                                       "second half repeats their first (0: the corpus as is)."),
@@ -43,7 +43,7 @@ def train_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of weights, batches and the corpus split."),
     only: str = typer.Option("zero_layer,one_layer,two_layer", "--only", help="Comma-separated models to train."),
     resume: bool = typer.Option(False, "--resume", help="Continue interrupted runs from their latest checkpoints."),
-    threads: int | None = typer.Option(None, "--threads", help="torch threads (default: torch's choice)."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads (default: torch's choice)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bars."),
 ) -> None:
     """Train the zero-, one- and two-layer attention-only models; prints a JSON summary."""
@@ -76,7 +76,7 @@ def analyze_cmd(
     run_dir: Path = typer.Argument(..., help="A directory made by `mechscope induction train`."),
     as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
     img: Path | None = typer.Option(None, "--img", help="Also save the pictures (PNG) into this directory."),
-    threads: int | None = typer.Option(None, "--threads", help="torch threads (default: torch's choice)."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch threads (default: torch's choice)."),
 ) -> None:
     """Bigram correlation, verified skip-trigrams, induction / previous-token heads, K-composition, phase change."""
     import torch

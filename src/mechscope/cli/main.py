@@ -11,8 +11,10 @@ import importlib.util
 
 import typer
 
+from mechscope.cli.common import CleanGroup
+
 app = typer.Typer(help="mechscope: mechanistic interpretability on a CPU.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+                  add_completion=False, pretty_exceptions_enable=False, cls=CleanGroup)
 
 # (group name, module) — modules expose `app` (a Typer group) or `register(app)` for top-level commands
 _GROUPS: list[tuple[str, str]] = [

@@ -21,7 +21,7 @@ def run(out: Path = typer.Option(..., "--out", help="Directory for the pictures 
         as_json: bool = typer.Option(False, "--json", help="Print only the JSON summary."),
         quick: bool = typer.Option(False, "--quick", help="Tour-sized sweeps (seconds instead of minutes)."),
         seed: int = typer.Option(0, help="Base seed of every sweep."),
-        threads: int = typer.Option(0, help="torch threads (0: leave torch's default).")) -> None:
+        threads: int = typer.Option(0, min=0, help="torch threads (0: leave torch's default).")) -> None:
     """Train every reproduction, write pictures to OUT and print the summary figures as one JSON object."""
     import torch
 

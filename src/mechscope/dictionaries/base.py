@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from mechscope.errors import ConfigError, ShapeError
 from mechscope.hooks.module import HookedModule
 from mechscope.hooks.point import HookPoint
+from mechscope.validation import check_types
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
@@ -71,6 +72,7 @@ class DictionaryConfig:
     """Seed of the weight initialisation."""
 
     def __post_init__(self) -> None:
+        check_types(self, f"{type(self).__name__}.")
         for name in ("d_in", "d_sae"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:

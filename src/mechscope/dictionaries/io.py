@@ -130,7 +130,11 @@ def load(path: str | os.PathLike[str], *, d_in: int | None = None, hook_name: st
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ModelFileError(f"{root / CONFIG_FILE}: format_version {version!r} is not supported "
                              f"(this mechscope reads versions <= {FORMAT_VERSION}); upgrade mechscope")
-    dictionary = create(config_from_dict(dict(data.get("config", {}))))
+    config = data.get("config")
+    if not isinstance(config, dict):
+        raise ModelFileError(f"{root / CONFIG_FILE}: field 'config' must be an object of dictionary config "
+                             f"fields, got {config!r}")
+    dictionary = create(config_from_dict(dict(config)))
     _check_expectations(dictionary, d_in, hook_name, root)
     return _load_state(dictionary, read_tensors(root / WEIGHTS_FILE), root / WEIGHTS_FILE)
 

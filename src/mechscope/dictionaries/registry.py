@@ -6,12 +6,12 @@ imports the built-in variant modules lazily so ``import mechscope`` stays cheap.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from typing import Any
 
 from mechscope.dictionaries.base import Dictionary, DictionaryConfig
 from mechscope.errors import ConfigError, close_matches
+from mechscope.validation import build
 
 _REGISTRY: dict[str, type[Dictionary]] = {}
 _BUILTIN = ("relu", "topk", "batchtopk", "jumprelu", "gated", "transcoder", "crosscoder", "clt")
@@ -53,16 +53,12 @@ def config_from_dict(data: dict[str, Any]) -> DictionaryConfig:
     """Rebuild a config from ``to_dict()`` output; unknown keys raise ``ConfigError``."""
     if "architecture" not in data:
         raise ConfigError("dictionary config has no 'architecture' field; known: " + ", ".join(architectures()))
-    cls = dictionary_class(str(data["architecture"])).config_class
-    fields = {f.name for f in dataclasses.fields(cls)}
-    extra = sorted(set(data) - fields - {"architecture"})
-    if extra:
-        raise ConfigError(f"{cls.__name__} has no fields {extra}; allowed: {sorted(fields)}")
-    kwargs: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields}
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"cannot build {cls.__name__} from {kwargs}: {e}") from e
+    arch = data["architecture"]
+    if not isinstance(arch, str):
+        raise ConfigError(f"dictionary config 'architecture' must be a string, got {arch!r}; known: "
+                          + ", ".join(architectures()))
+    cls = dictionary_class(arch).config_class
+    return build(cls, data, ignore=("architecture",))
 
 
 def create(cfg: DictionaryConfig) -> Dictionary:

@@ -85,30 +85,49 @@ def save_saelens(dictionary: Dictionary, path: str | os.PathLike[str]) -> Path:
     return write_dir(path, write, OWNED_FILES, "a SAELens dictionary")  # one rename: never a torn pair
 
 
+def _field(data: dict[str, Any], key: str, kind: type, where: Path, default: Any = ...) -> Any:
+    """``data[key]`` checked to be of ``kind`` (ints are not bools, bools are not strings like "false")."""
+    if key not in data or (data[key] is None and default is not ...):
+        if default is ...:
+            raise ModelFileError(f"{where}: required field {key!r} is missing (SAELens cfg.json has "
+                                 f"architecture, d_in, d_sae, ...)")
+        return default
+    value = data[key]
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is int and ok and value <= 0:
+        raise ModelFileError(f"{where}: field {key!r} must be a positive int, got {value!r}")
+    if not ok:
+        wanted = {int: "a positive int", bool: "true or false", str: "a string", dict: "an object"}[kind]
+        raise ModelFileError(f"{where}: field {key!r} must be {wanted}, got {value!r} ({type(value).__name__})")
+    return value
+
+
 def _config_from_saelens(data: dict[str, Any], where: Path) -> dict[str, Any]:
-    arch = data.get("architecture", "standard")
+    arch = _field(data, "architecture", str, where, "standard")
     if arch not in _FROM_SAELENS:
         raise ConfigError(f"{where}: SAELens architecture {arch!r} is not supported; "
                           f"supported: {sorted(_FROM_SAELENS)}")
-    if data.get("normalize_activations", "none") != "none":
+    if _field(data, "normalize_activations", str, where, "none") != "none":
         raise ConfigError(f"{where}: normalize_activations={data['normalize_activations']!r}; fold the "
                           f"normalisation into the weights in SAELens first (only 'none' is read)")
-    if data.get("reshape_activations", "none") != "none":
+    if _field(data, "reshape_activations", str, where, "none") != "none":
         raise ConfigError(f"{where}: reshape_activations={data['reshape_activations']!r} is not supported")
-    meta = data.get("metadata") or {}
-    try:
-        cfg: dict[str, Any] = {"architecture": _FROM_SAELENS[arch], "d_in": int(data["d_in"]),
-                               "d_sae": int(data["d_sae"]), "hook_name": meta.get("hook_name"),
-                               "model_name": meta.get("model_name"),
-                               "apply_b_dec_to_input": bool(data.get("apply_b_dec_to_input", True))}
-    except (KeyError, TypeError, ValueError) as e:
-        raise ModelFileError(f"{where}: cfg.json lacks a valid d_in/d_sae ({e})") from e
-    dtype = str(data.get("dtype", "float32")).replace("torch.", "")
-    cfg["dtype"] = dtype if dtype in ("float32", "float64", "bfloat16") else "float32"
+    meta = _field(data, "metadata", dict, where, {})
+    names = {k: _field(meta, k, str, Path(f"{where} metadata"), None) for k in ("hook_name", "model_name")}
+    cfg: dict[str, Any] = {"architecture": _FROM_SAELENS[arch], "d_in": _field(data, "d_in", int, where),
+                           "d_sae": _field(data, "d_sae", int, where), **names,
+                           "apply_b_dec_to_input": _field(data, "apply_b_dec_to_input", bool, where, True)}
+    dtype = _field(data, "dtype", str, where, "float32").replace("torch.", "")
+    dtype = "float32" if dtype == "float16" else dtype  # read losslessly into float32 parameters
+    if dtype not in ("float32", "float64", "bfloat16"):
+        raise ConfigError(f"{where}: dtype {dtype!r} is not supported; allowed: float32, float16, float64, bfloat16")
+    cfg["dtype"] = dtype
     if arch == "topk":
-        cfg["k"] = int(data["k"])
+        cfg["k"] = _field(data, "k", int, where)
+        _field(data, "rescale_acts_by_decoder_norm", bool, where, False)
     if arch in ("transcoder", "skip_transcoder"):
-        cfg.update(d_out=int(data["d_out"]), skip=arch == "skip_transcoder", apply_b_dec_to_input=False)
+        cfg.update(d_out=_field(data, "d_out", int, where), skip=arch == "skip_transcoder",
+                   apply_b_dec_to_input=False)
     return cfg
 
 

@@ -37,6 +37,8 @@ from mechscope.train import (
 )
 from mechscope.train.checkpoint import read_manifest
 from mechscope.train.trainer import RUN_FILE
+from mechscope.validation import build as build_config
+from mechscope.validation import check_types
 
 EXPERIMENT = "grokking"
 
@@ -79,6 +81,7 @@ class GrokkingConfig:
     """After reaching ``stop_test_acc`` at epoch e, continue until epoch ``(1 + stop_margin) * e``."""
 
     def __post_init__(self) -> None:
+        check_types(self)
         ModularConfig(p=self.p, train_frac=self.train_frac, seed=self.seed)  # validates p / train_frac
         for f in ("epochs", "d_model", "n_heads", "d_head", "d_mlp", "eval_every", "checkpoint_every"):
             v = getattr(self, f)
@@ -101,13 +104,8 @@ class GrokkingConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GrokkingConfig:
-        """Inverse of ``to_dict``."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        kw: dict[str, Any] = {k: (tuple(v) if k == "betas" else v) for k, v in d.items() if k in known}
-        try:
-            return cls(**kw)
-        except TypeError as e:
-            raise ConfigError(f"invalid grokking config in run.json: {e}") from e
+        """Inverse of ``to_dict``; unknown keys, missing fields and wrong types raise ``ConfigError``."""
+        return build_config(cls, d, "run.json grokking config: ")
 
 
 PAPER = GrokkingConfig()

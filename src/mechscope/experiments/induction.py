@@ -29,6 +29,7 @@ import torch
 
 from mechscope.errors import ConfigError
 from mechscope.io_safety import atomic_write_json
+from mechscope.validation import check_types
 
 ICL_EARLY = (40, 50)
 """Token positions averaged for the ICL score's "early" loss (Olsson et al. use token 50)."""
@@ -104,6 +105,7 @@ class InductionConfig:
     """Seeds weights, batches and the corpus split."""
 
     def __post_init__(self) -> None:
+        check_types(self)
         for name in ("n_ctx", "d_model", "n_heads", "d_head", "batch_size", "steps", "one_layer_steps",
                      "zero_layer_steps", "eval_every", "checkpoint_every", "plateau_evals"):
             if getattr(self, name) < 1:

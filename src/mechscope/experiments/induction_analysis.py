@@ -25,7 +25,15 @@ def load_config(out_dir: str | Path) -> InductionConfig:
     if not p.is_file():
         raise ConfigError(f"{p} is missing: {out_dir} is not an induction run (make one with "
                           "`mechscope induction train --out DIR`)")
-    return InductionConfig(**{**LEGACY_DEFAULTS, **json.loads(p.read_text())})
+    from mechscope.validation import build
+
+    try:
+        stored = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p} is not valid JSON (truncated or corrupted?): {e}") from e
+    if not isinstance(stored, dict):
+        raise ConfigError(f"{p} must hold a JSON object, got {type(stored).__name__}")
+    return build(InductionConfig, {**LEGACY_DEFAULTS, **stored}, f"{p}: ")
 
 
 def _load(out: Path, name: str) -> Any:

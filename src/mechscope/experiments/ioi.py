@@ -33,6 +33,7 @@ from mechscope.interventions.patching import patch_sweep
 from mechscope.interventions.path_patching import Receiver, path_patch
 from mechscope.interventions.spec import Ablate
 from mechscope.io_safety import atomic_write_json
+from mechscope.validation import check_types
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +62,7 @@ class IOIConfig:
     """Memory budget of the batched sweeps."""
 
     def __post_init__(self) -> None:
+        check_types(self)
         for f in ("n_per_template", "n_patch", "top_k", "n_ablate"):
             if getattr(self, f) < 1:
                 raise ConfigError(f"IOIConfig.{f} must be >= 1, got {getattr(self, f)}")

@@ -7,6 +7,10 @@ an inner block's hooks run after the outer block's on the same point and are rem
 
 ``run_with_cache`` is a ``hooks`` block whose hooks store tensors in a dict; only the requested names
 are stored, and only requested names get hooks at all, so nothing else is materialised.
+
+TransformerLens habits work too: ``run_with_hooks(fwd_hooks=[...], bwd_hooks=[...])``, and
+``add_hook`` / ``reset_hooks`` (see ``hooks/handles.py``: scoped inside a ``with`` block, and a leak
+warning when a forgotten top-level hook runs on a second forward pass).
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import torch
 from torch import Tensor, nn
 
-from mechscope.errors import HookNameError, unknown_hook
+from mechscope.errors import ConfigError, HookNameError, unknown_hook
+from mechscope.hooks.handles import Direction, HookHandle, leak_check
 from mechscope.hooks.point import HookFn, HookPoint
 
 NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
@@ -103,18 +108,25 @@ class HookedModule(nn.Module):
 
     # -- scoped hooks -----------------------------------------------------------------------------
     @contextlib.contextmanager
-    def hooks(self, fwd: HookSpec | None = None, bwd: HookSpec | None = None) -> Iterator[HookedModule]:
+    def hooks(self, fwd: HookSpec | None = None, bwd: HookSpec | None = None, *,
+              fwd_hooks: HookSpec | None = None, bwd_hooks: HookSpec | None = None) -> Iterator[HookedModule]:
         """Attach forward/backward hooks for the duration of a ``with`` block.
 
-        ``fwd``/``bwd`` are lists of ``(name_or_predicate, fn)``; ``fn(tensor, hook)`` returns a
-        replacement tensor or ``None``. All are removed on exit, even when the block raises.
+        ``fwd``/``bwd`` (TransformerLens spells them ``fwd_hooks``/``bwd_hooks``; both are accepted) are
+        lists of ``(name_or_predicate, fn)``; ``fn(tensor, hook)`` returns a replacement tensor or ``None``.
+        All are removed on exit, even when the block raises, and so are non-permanent hooks that
+        ``add_hook`` attached inside the block.
 
         Example:
             >>> with model.hooks(fwd=[("blocks.0.hook_resid_post", lambda x, hook: x * 0)]):  # doctest: +SKIP
             ...     logits = model(tokens)
         """
+        fwd = _alias(fwd, fwd_hooks, "fwd", "fwd_hooks")
+        bwd = _alias(bwd, bwd_hooks, "bwd", "bwd_hooks")
         fwd_pairs = self._resolve_spec(fwd)
         bwd_pairs = self._resolve_spec(bwd)
+        scope: list[HookHandle] = []
+        self._scopes().append(scope)
         try:
             for hp, fn in fwd_pairs:
                 hp.fwd_fns.append(fn)
@@ -122,16 +134,76 @@ class HookedModule(nn.Module):
                 hp.bwd_fns.append(fn)
             yield self
         finally:
+            for h in reversed(scope):
+                h.remove()
+            scopes = self._scopes()
+            del scopes[next(i for i in range(len(scopes) - 1, -1, -1) if scopes[i] is scope)]
             for hp, fn in reversed(fwd_pairs):
                 _remove_last(hp.fwd_fns, fn)
             for hp, fn in reversed(bwd_pairs):
                 _remove_last(hp.bwd_fns, fn)
 
     def run_with_hooks(self, *args: Any, fwd: HookSpec | None = None, bwd: HookSpec | None = None,
-                       **kwargs: Any) -> Any:
-        """Run ``self(*args, **kwargs)`` with the given hooks attached for this call only."""
-        with self.hooks(fwd=fwd, bwd=bwd):
+                       fwd_hooks: HookSpec | None = None, bwd_hooks: HookSpec | None = None,
+                       reset_hooks_end: bool = True, **kwargs: Any) -> Any:
+        """Run ``self(*args, **kwargs)`` with the given hooks attached for this call only.
+
+        ``fwd_hooks``/``bwd_hooks`` are TransformerLens's names for ``fwd``/``bwd``. ``reset_hooks_end=False``
+        (leave the hooks attached afterwards) is refused: use ``add_hook`` for hooks that should stay.
+        """
+        if reset_hooks_end is not True:
+            raise ConfigError("run_with_hooks(reset_hooks_end=False) would leave hooks attached to the model; "
+                              "use model.add_hook(...) for hooks that should stay, or model.hooks(...) as a block")
+        with self.hooks(fwd=fwd, bwd=bwd, fwd_hooks=fwd_hooks, bwd_hooks=bwd_hooks):
             return self(*args, **kwargs)
+
+    # -- TransformerLens's add_hook / reset_hooks --------------------------------------------------
+    def _scopes(self) -> list[list[HookHandle]]:
+        return self.__dict__.setdefault("_hook_scopes", [])
+
+    def _handles(self) -> list[HookHandle]:
+        handles = self.__dict__.get("_added_handles")
+        if handles is None:
+            handles = self.__dict__["_added_handles"] = []
+            self.register_forward_pre_hook(leak_check(handles))
+        return handles
+
+    def add_hook(self, name: str | Callable[[str], bool], hook: HookFn, dir: Direction = "fwd",
+                 is_permanent: bool = False) -> HookHandle:
+        """Attach ``hook`` to the point(s) ``name`` (a name or a predicate) and return its handle.
+
+        Inside a ``model.hooks(...)`` block a non-permanent hook is removed with the block; ``with
+        model.add_hook(...):`` scopes it on its own; otherwise it stays until ``reset_hooks()`` or
+        ``handle.remove()``, and warns (``HookLeakWarning``) if still attached on a second forward pass.
+        """
+        if dir not in ("fwd", "bwd"):
+            raise ConfigError(f"add_hook dir must be 'fwd' or 'bwd', got {dir!r}")
+        if not callable(hook):
+            raise ConfigError(f"add_hook needs a function fn(tensor, hook), got {type(hook).__name__}")
+        names = self.hook_names(name)
+        if not names:
+            raise HookNameError(f"add_hook: the predicate matched no hook point of this model ({len(self.hook_dict)} "
+                                "points; list them with model.hook_dict)")
+        handle = HookHandle([self.hook_dict[n] for n in names], hook, dir, is_permanent).attach()
+        scopes = self._scopes()
+        if scopes and not is_permanent:
+            scopes[-1].append(handle)
+        else:
+            self._handles().append(handle)
+        return handle
+
+    def reset_hooks(self, including_permanent: bool = False, direction: Literal["fwd", "bwd", "both"] = "both"
+                    ) -> None:
+        """Remove the hooks ``add_hook`` attached outside any block (permanent ones only when asked).
+
+        Hooks of active ``model.hooks(...)`` blocks are theirs to remove, on exit.
+        """
+        handles = self._handles()
+        for h in list(handles):
+            if (h.permanent and not including_permanent) or direction not in ("both", h.direction):
+                continue
+            h.remove()
+            handles.remove(h)
 
     def run_with_cache(self, *args: Any, names: NamesFilter = None,
                        grad_of: Callable[[Tensor], Tensor] | None = None,
@@ -188,10 +260,16 @@ class HookedModule(nn.Module):
                 finally:  # the cache wants activation gradients; the model's .grad stay untouched
                     for p, g in zip(params, before):
                         p.grad = g
-        return out, ActivationCache(store)
+        return out, ActivationCache(store, model=self)
 
 
 ActivationCacheT = Any  # forward reference for type checkers without an import cycle
+
+
+def _alias(ours: HookSpec | None, theirs: HookSpec | None, name: str, tl_name: str) -> HookSpec | None:
+    if ours is not None and theirs is not None:
+        raise ConfigError(f"give {name}= or {tl_name}= (its TransformerLens name), not both")
+    return ours if ours is not None else theirs
 
 
 def _remove_last(lst: list[HookFn], fn: HookFn) -> None:

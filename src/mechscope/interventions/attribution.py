@@ -28,6 +28,7 @@ from mechscope.interventions.patching import (
     MetricFn,
     Readout,
     check_pair,
+    check_sites,
     patch_sweep,
     run_metric,
     site_axis,
@@ -72,8 +73,7 @@ def attribution_sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: Metr
         raise ConfigError(f"direction must be 'denoise' or 'noise', got {direction!r}")
     kind = sweep_kind(sweep)
     base, src = (corrupted, clean) if direction == "denoise" else (clean, corrupted)
-    layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
-    positions = list(range(base.shape[1])) if positions is None else list(positions)
+    layers, positions, readout = check_sites(model, base, layers, positions, readout)
     hooks = [act_name(kind.short, layer) for layer in layers]
     with torch.inference_mode():
         _, src_cache = model.run_with_cache(src, names=hooks)

@@ -91,6 +91,52 @@ def check_pair(clean: Tensor, corrupted: Tensor) -> None:
                          "number of tokens (e.g. swap single-token names)")
 
 
+def _ints(values: Any, what: str) -> list[int]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, range, Tensor)):
+        raise ConfigError(f"{what} must be a list of ints, got {values!r}")
+    out = values.tolist() if isinstance(values, Tensor) else list(values)
+    bad = [v for v in out if not isinstance(v, int) or isinstance(v, bool)]
+    if bad:
+        raise ConfigError(f"{what} must be ints, got {bad[:5]} (a boolean mask is not accepted here; pass "
+                          "the indices, e.g. torch.nonzero(mask).flatten().tolist())")
+    return out
+
+
+def check_sites(model: Any, tokens: Tensor, layers: Sequence[int] | None, positions: Sequence[int] | None,
+                readout: Readout) -> tuple[list[int], list[int], Readout]:
+    """Validated layers and positions (negative positions counted from the end, as normalised indices)
+    and readout (an int in [-pos, pos), or [B] ints) for a sweep over ``tokens`` [B pos]."""
+    n_layers, (b, p) = model.cfg.n_layers, tokens.shape
+    layer_list = list(range(n_layers)) if layers is None else _ints(layers, "layers")
+    if not layer_list:
+        raise ConfigError("layers is empty: give at least one layer, or None for all")
+    bad = [x for x in layer_list if not 0 <= x < n_layers]
+    if bad:
+        raise ConfigError(f"layers {bad} out of range: the model has layers 0..{n_layers - 1}")
+    pos_list = list(range(p)) if positions is None else _ints(positions, "positions")
+    if not pos_list:
+        raise ConfigError("positions is empty: give at least one position, or None for all")
+    bad = [x for x in pos_list if not -p <= x < p]
+    if bad:
+        raise ConfigError(f"positions {bad} out of range for sequences of {p} tokens (allowed -{p}..{p - 1})")
+    pos_list = [x % p for x in pos_list]
+    if len(set(pos_list)) != len(pos_list):
+        raise ConfigError(f"positions repeat a position (after counting negatives from the end): {pos_list}")
+    if isinstance(readout, Tensor):
+        if readout.is_floating_point() or readout.dtype == torch.bool or readout.shape != (b,):
+            raise ConfigError(f"readout tensor must hold one int position per prompt, shape ({b},), got "
+                              f"dtype {readout.dtype} shape {tuple(readout.shape)}")
+        if readout.numel() and (int(readout.min()) < -p or int(readout.max()) >= p):
+            raise ConfigError(f"readout positions {readout.tolist()} out of range for {p} tokens (-{p}..{p - 1})")
+        readout = readout.long() % p
+    elif isinstance(readout, int) and not isinstance(readout, bool):
+        if not -p <= readout < p:
+            raise ConfigError(f"readout={readout} out of range for sequences of {p} tokens (allowed -{p}..{p - 1})")
+    else:
+        raise ConfigError(f"readout must be an int position or a [B] int tensor, got {readout!r}")
+    return layer_list, pos_list, readout
+
+
 # -- running part of a model --------------------------------------------------------------------------
 def forward_from(model: Any, resid: Tensor, layer: int, past: KVCache | None = None) -> Tensor:
     """Run blocks ``layer..L-1`` on ``resid`` [batch pos d_model] -> final resid (see ``model.run_blocks``).
@@ -214,9 +260,8 @@ def patch_sweep(model: Any, clean: Tensor, corrupted: Tensor, metric: MetricFn, 
         raise ConfigError(f"direction must be 'denoise' or 'noise', got {direction!r}")
     kind = sweep_kind(sweep)
     base, src = (corrupted, clean) if direction == "denoise" else (clean, corrupted)
-    n_layers, (b, p) = model.cfg.n_layers, base.shape
-    layers = list(range(n_layers)) if layers is None else list(layers)
-    positions = list(range(p)) if positions is None else list(positions)
+    b, p = base.shape
+    layers, positions, readout = check_sites(model, base, layers, positions, readout)
     hooks = [act_name(kind.short, layer) for layer in layers]
     with torch.inference_mode():
         _, src_cache = model.run_with_cache(src, names=hooks)
@@ -292,5 +337,5 @@ def estimate_chunks(model: Any, n_prompts: int, n_pos: int, sweep: str, memory_m
     return model.cfg.n_layers * math.ceil(per_layer / per_chunk)
 
 
-__all__ = ["SWEEPS", "SweepKind", "check_pair", "estimate_chunks", "forward_from", "patch_sweep",
+__all__ = ["SWEEPS", "SweepKind", "check_pair", "check_sites", "estimate_chunks", "forward_from", "patch_sweep",
            "readout_logits", "run_metric", "site_grid", "site_patch_hook", "sweep_kind"]

@@ -14,6 +14,7 @@ Axes of a selection are read from the hook's registered shape (``hooks/names.py`
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -90,10 +91,45 @@ def _find_axis(hook: str, axes: tuple[str, ...], names: tuple[str, ...], what: s
 
 
 def _as_index(idx: Index, size: int, what: str, hook: str) -> Tensor:
-    t = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
+    """Integer indices [n] into an axis of ``size``: a list/tensor of ints (negative counts from the end), or
+    a boolean mask of exactly ``size`` entries selecting where it is True. Floats are refused."""
+    if isinstance(idx, (bool, float)) or (isinstance(idx, Tensor) and idx.is_floating_point()):
+        raise ConfigError(f"{what} for hook {hook!r} must be ints or a boolean mask, got {_show(idx)}")
+    if isinstance(idx, numbers.Integral):
+        idx = [int(idx)]
+    if not isinstance(idx, Tensor):
+        if isinstance(idx, (str, bytes)) or (not isinstance(idx, (Sequence, range)) and not hasattr(idx, "__array__")):
+            raise ConfigError(f"{what} for hook {hook!r} must be a list of ints, a tensor or a boolean mask, "
+                              f"got {_show(idx)}")
+        items = list(idx) if isinstance(idx, (Sequence, range)) else None
+        if items is not None:
+            kinds = {type(v) for v in items}
+            if items and kinds <= {bool}:
+                items, idx = None, torch.tensor(items, dtype=torch.bool)
+            elif not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items):
+                raise ConfigError(f"{what} for hook {hook!r} must be ints (or all booleans, a mask), got "
+                                  f"{_show(idx)}")
+        try:
+            idx = torch.as_tensor(idx) if items is None else torch.tensor([int(v) for v in items], dtype=torch.long)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ConfigError(f"{what} for hook {hook!r} could not be read as indices: {e}") from None
+        if idx.is_floating_point() or idx.is_complex():
+            raise ConfigError(f"{what} for hook {hook!r} must be ints or a boolean mask, got {_show(idx)}")
+    if idx.dtype == torch.bool:
+        mask = idx.reshape(-1)
+        if mask.numel() != size:
+            raise ConfigError(f"{what} boolean mask for hook {hook!r} has {mask.numel()} entries but the axis "
+                              f"has size {size}; a mask needs one entry per index (or pass integer indices)")
+        return mask.nonzero().reshape(-1)
+    t = idx.to(torch.long).reshape(-1)
     if t.numel() and (int(t.min()) < -size or int(t.max()) >= size):
         raise ConfigError(f"{what} index out of range for hook {hook!r}: axis has size {size}, got {t.tolist()}")
     return t
+
+
+def _show(idx: object) -> str:
+    text = repr(idx.tolist() if isinstance(idx, Tensor) else idx)
+    return f"{text[:60]}{'...' if len(text) > 60 else ''} ({type(idx).__name__})"
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

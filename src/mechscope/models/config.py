@@ -2,18 +2,21 @@
 
 Variants are values of these configs, never ``if arch == ...`` branches in components (architecture
 identity lives only in ``models/adapters``). Saved as JSON next to ``model.safetensors`` with a format
-version; ``from_dict`` ignores unknown keys with a warning so newer files still load.
+version. Every config checks the types of its fields (``mechscope.validation``) and ``from_dict`` refuses
+unknown keys at every level: a misspelt ``n_head_kv`` is an error naming ``n_kv_heads``, never a silently
+different model (a file from a newer mechscope says so through its ``format_version``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mechscope.errors import ConfigError
+from mechscope.validation import build, check_types
 
 FORMAT_VERSION = 1
 
@@ -43,11 +46,13 @@ class AttentionConfig:
     """Score scale; None means 1/sqrt(d_head)."""
 
     def __post_init__(self) -> None:
+        check_types(self, "attention.")
         _check(self.n_heads > 0, f"attention.n_heads must be > 0, got {self.n_heads}")
         _check(self.d_head > 0, f"attention.d_head must be > 0, got {self.d_head}")
         kv = self.kv_heads
         _check(kv > 0 and self.n_heads % kv == 0,
                f"attention.n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}")
+        _check(self.scale is None or self.scale > 0, f"attention.scale must be > 0 or None, got {self.scale}")
 
     @property
     def kv_heads(self) -> int:
@@ -74,6 +79,7 @@ class MLPConfig:
     """Whether W_in / W_out have biases."""
 
     def __post_init__(self) -> None:
+        check_types(self, "mlp.")
         _check(self.d_mlp > 0, f"mlp.d_mlp must be > 0, got {self.d_mlp}")
         _check(self.kind in ("standard", "gated"), f"mlp.kind must be 'standard' or 'gated', got {self.kind!r}")
         _check(self.act in ("gelu", "gelu_new", "relu", "silu", "gelu_fast"),
@@ -92,6 +98,7 @@ class NormConfig:
     """LayerNorm bias (ignored by rmsnorm)."""
 
     def __post_init__(self) -> None:
+        check_types(self, "norm.")
         _check(self.kind in ("layernorm", "rmsnorm", "none"),
                f"norm.kind must be 'layernorm', 'rmsnorm' or 'none', got {self.kind!r}")
         _check(self.eps > 0, f"norm.eps must be > 0, got {self.eps}")
@@ -111,10 +118,13 @@ class PositionalConfig:
     """RoPE theta."""
 
     def __post_init__(self) -> None:
+        check_types(self, "positional.")
         _check(self.kind in ("learned", "rotary", "shortformer", "none"),
                f"positional.kind must be 'learned', 'rotary', 'shortformer' or 'none', got {self.kind!r}")
         _check(self.rotary_dim is None or (self.rotary_dim > 0 and self.rotary_dim % 2 == 0),
                f"positional.rotary_dim must be a positive even number or None, got {self.rotary_dim}")
+        _check(math.isfinite(self.rotary_base) and self.rotary_base > 1,
+               f"positional.rotary_base (RoPE theta) must be a finite number > 1, got {self.rotary_base}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,9 +166,12 @@ class ModelConfig:
     """Source family (gpt2, neox, llama, qwen2, mistral, toy, custom): informational, never branched on."""
 
     def __post_init__(self) -> None:
+        check_types(self)
         for f in ("d_model", "n_layers", "d_vocab", "n_ctx"):
             v = getattr(self, f)
-            _check(isinstance(v, int) and v > 0, f"{f} must be a positive int, got {v!r}")
+            _check(v > 0, f"{f} must be a positive int, got {v!r}")
+        _check(self.d_vocab_out is None or self.d_vocab_out > 0,
+               f"d_vocab_out must be a positive int or None (= d_vocab), got {self.d_vocab_out!r}")
         if self.parallel_attn_mlp:
             _check(self.mlp is not None, "parallel_attn_mlp=True needs an MLP (mlp is None)")
         if self.positional.kind == "rotary":
@@ -205,27 +218,16 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        """Inverse of ``to_dict``; unknown keys are ignored with a warning."""
-        d = dict(d)
-        version = d.pop("format_version", FORMAT_VERSION)
+        """Inverse of ``to_dict``; unknown keys (at any level), missing fields and wrong types raise ``ConfigError``."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a model config must be a JSON object (dict), got {type(d).__name__}")
+        version = d.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ConfigError(f"config format_version must be a positive int, got {version!r}")
         if version > FORMAT_VERSION:
-            raise ConfigError(f"config format_version {version} is newer than this mechscope ({FORMAT_VERSION})")
-        subs = {"attention": AttentionConfig, "mlp": MLPConfig, "norm": NormConfig, "positional": PositionalConfig}
-        kwargs: dict[str, Any] = {}
-        known = {f.name for f in dataclasses.fields(cls)}
-        for k, v in d.items():
-            if k not in known:
-                warnings.warn(f"ignoring unknown ModelConfig key {k!r}", stacklevel=2)
-                continue
-            if k in subs and isinstance(v, dict):
-                sub = subs[k]
-                sub_known = {f.name for f in dataclasses.fields(sub)}
-                v = sub(**{kk: vv for kk, vv in v.items() if kk in sub_known})
-            kwargs[k] = v
-        try:
-            return cls(**kwargs)
-        except TypeError as e:
-            raise ConfigError(f"invalid ModelConfig dict: {e}") from e
+            raise ConfigError(f"config format_version {version} is newer than this mechscope ({FORMAT_VERSION}); "
+                              "upgrade mechscope to read it")
+        return build(cls, d, ignore=("format_version",))
 
     def to_json(self) -> str:
         """Pretty JSON text."""

@@ -8,6 +8,7 @@ a hook at step t sees only the new position ([batch 1 ...]).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -72,8 +73,12 @@ def generate(model: HookedTransformer, prompts: str | Sequence[str] | Tensor, *,
         >>> out.texts[0]  # doctest: +SKIP
         ' Paris.\\n\\nThe'
     """
-    if temperature < 0 or max_new_tokens < 0:
+    if not (math.isfinite(temperature) and temperature >= 0) or max_new_tokens < 0:
         raise ConfigError(f"temperature must be >= 0 and max_new_tokens >= 0 (got {temperature}, {max_new_tokens})")
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"top_k must be >= 1 (keep the k most likely tokens) or None, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ConfigError(f"top_p must be in (0, 1] (nucleus probability mass) or None, got {top_p}")
     tokens, mask = _prepare(model, prompts, prepend_bos)
     if tokens.shape[1] + max_new_tokens > model.cfg.n_ctx:
         raise TokenError(f"prompt ({tokens.shape[1]}) + max_new_tokens ({max_new_tokens}) exceeds n_ctx={model.cfg.n_ctx}")

@@ -7,13 +7,14 @@ for explicit transforms). ``load(name_or_path)`` accepts a registered name (``"s
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mechscope.errors import ConfigError, ModelFileError
+from mechscope.errors import ConfigError, MechscopeError, ModelFileError, ModelNotInstalledError
 from mechscope.models.adapters import adapter_for
 from mechscope.models.transformer import HookedTransformer, load_state
 
@@ -120,27 +121,72 @@ def from_gguf(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.float3
     return model
 
 
-def load(name_or_path: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32) -> HookedTransformer:
-    """Load a model by registered name (``"smollm2-135m"``), GGUF file, saved directory or HF directory."""
-    s = str(name_or_path)
+def load(name_or_path: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32,
+         download: bool = False) -> HookedTransformer:
+    """Load a model by registered name (``"smollm2-135m"``), GGUF file, saved directory, HF directory, or a
+    Hugging Face name (``"gpt2"``, ``"EleutherAI/pythia-70m"``) found in the local Hugging Face cache
+    (``download=True`` fetches it first; see ``models/hub.py``).
+
+    A damaged directory (empty, missing weights, truncated config) raises ``ModelFileError`` saying what
+    is missing.
+    """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise ConfigError(f"load() takes a model name or a path, got {type(name_or_path).__name__}")
+    s = os.fspath(name_or_path)
+    if not isinstance(s, str) or not s.strip():
+        raise ConfigError("load() got an empty model name; give a registered name (smollm2-135m), a .gguf file, "
+                          "a model directory or a Hugging Face name")
     p = Path(s)
     if p.suffix == ".gguf":
         if not p.is_file():
             raise ModelFileError(f"GGUF file {p} does not exist")
         return from_gguf(p, dtype=dtype)
     if p.is_dir():
-        if (p / "model.safetensors").is_file() and (p / "config.json").is_file() and _is_ours(p / "config.json"):
-            return HookedTransformer.load(p).to(dtype)
-        return from_hf(p, dtype=dtype)
-    from mechscope.models.registry import locate_gguf
+        return _load_dir(p, dtype)
+    from mechscope.models.hub import is_repo_id, resolve_hub_name
+    from mechscope.models.registry import locate_gguf, resolve
 
+    if p.exists():
+        raise ModelFileError(f"{p} is a file but not a .gguf; give a .gguf file or a model directory")
+    try:
+        resolve(s)
+    except ConfigError as unknown:
+        if "/" in s and not is_repo_id(s):
+            raise ModelFileError(f"{p} does not exist (not a file or directory)") from None
+        if not is_repo_id(s):
+            raise
+        try:
+            snapshot = resolve_hub_name(s, download=download)
+        except ModelNotInstalledError as e:
+            if "/" in s:
+                raise
+            raise ModelNotInstalledError(f"{unknown} As a Hugging Face name: {e}") from None
+        return _load_dir(snapshot, dtype)
     return from_gguf(locate_gguf(s), dtype=dtype)
 
 
-def _is_ours(cfg_path: Path) -> bool:
-    import json
-
+def _load_dir(p: Path, dtype: torch.dtype) -> HookedTransformer:
+    """A mechscope save directory or a transformers directory, checked for the files each needs."""
+    cfg_path = p / "config.json"
+    if not cfg_path.is_file():
+        raise ModelFileError(f"{p} has no config.json: a model directory holds config.json plus weights "
+                             "(model.safetensors), as written by model.save(dir) or transformers' save_pretrained")
     try:
-        return "format_version" in json.loads(cfg_path.read_text())
-    except (OSError, ValueError):
-        return False
+        cfg = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{cfg_path} is not valid JSON (truncated or corrupted?): {e}") from e
+    if not isinstance(cfg, dict):
+        raise ModelFileError(f"{cfg_path} must hold a JSON object, got {type(cfg).__name__}")
+    if "format_version" in cfg:  # ours: HookedTransformer.load names a missing weights file
+        return HookedTransformer.load(p).to(dtype)
+    if "model_type" not in cfg:
+        raise ModelFileError(f"{cfg_path} is neither a mechscope config (no format_version) nor a transformers "
+                             "config (no model_type)")
+    if not any((p / w).is_file() for w in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")):
+        raise ModelFileError(f"{p} has a transformers config.json but no weights (model.safetensors)")
+    try:
+        return from_hf(p, dtype=dtype)
+    except MechscopeError:
+        raise
+    except (OSError, ValueError, KeyError) as e:  # transformers' errors on damaged files
+        raise ModelFileError(f"transformers could not load {p}: {e}") from e

@@ -3,7 +3,8 @@
 Axis names: ``batch pos d_model n_heads d_head d_mlp d_vocab``. Every activation has a TransformerLens
 name (``blocks.3.attn.hook_z``...; see ``hooks/names.py``). The class only assembles and runs; loading
 (``models/loading.py``), weight processing (``models/weights.py``), generation (``models/generate.py``)
-and tokenisation (``tokens.py``) live elsewhere.
+and tokenisation (``tokens.py``) live elsewhere; ``models/habits.py`` adds TransformerLens's method names
+(``to_tokens``, ``generate``, ``from_pretrained``...) as thin delegations to them.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mechscope.models.components.embed import Embed, PosEmbed, Unembed
 from mechscope.models.components.norm import make_norm
 from mechscope.models.components.rotary import rotary_cos_sin
 from mechscope.models.config import ModelConfig
+from mechscope.models.habits import TransformerLensMethods
 
 
 def init_std(d_model: int) -> float:
@@ -33,7 +35,7 @@ def init_std(d_model: int) -> float:
     return 0.8 / math.sqrt(d_model)
 
 
-class HookedTransformer(HookedModule):
+class HookedTransformer(TransformerLensMethods, HookedModule):
     """A decoder-only transformer whose every activation is a named hook point.
 
     Example:

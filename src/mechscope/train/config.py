@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from mechscope.errors import ConfigError
+from mechscope.validation import build, check_types
 
 Schedule = Literal["constant", "cosine", "linear"]
 Precision = Literal["float32", "bfloat16"]
@@ -73,6 +74,7 @@ class TrainConfig:
     gradients and AdamW state stay float32, so checkpoints and analyses are unchanged."""
 
     def __post_init__(self) -> None:
+        check_types(self)
         _check(isinstance(self.steps, int) and self.steps > 0, f"steps must be a positive int, got {self.steps!r}")
         _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
@@ -114,15 +116,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of ``to_dict``; a bad dict raises ``ConfigError``."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in d.items() if k in known}
-        if "betas" in kwargs:
-            kwargs["betas"] = tuple(kwargs["betas"])
-        try:
-            return cls(**kwargs)
-        except TypeError as e:
-            raise ConfigError(f"invalid TrainConfig dict: {e}") from e
+        """Inverse of ``to_dict``; unknown keys, missing fields and wrong types raise ``ConfigError``."""
+        return build(cls, d)
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with fields changed (validated again)."""

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from mechscope.errors import ConfigError
+from mechscope.validation import check_types
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +56,7 @@ class TrainerConfig:
     faster; elsewhere use float32."""
 
     def __post_init__(self) -> None:
+        check_types(self)
         if not isinstance(self.total_steps, int) or self.total_steps <= 0:
             raise ConfigError(f"total_steps must be a positive int, got {self.total_steps!r}")
         if not (math.isfinite(self.lr) and self.lr > 0) or not (math.isfinite(self.lr_end) and self.lr_end >= 0):

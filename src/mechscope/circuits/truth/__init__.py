@@ -27,9 +27,23 @@ def _planted() -> GroundTruth:
     return planted_truth()
 
 
+def _induction() -> GroundTruth:
+    from mechscope.circuits.truth.induction import induction_truth
+
+    return induction_truth()
+
+
+def _ioi() -> GroundTruth:
+    from mechscope.circuits.truth.ioi import ioi_truth
+
+    return ioi_truth()
+
+
 TRUTHS: dict[str, Callable[[], GroundTruth]] = {
     **{f"rasp:{p}": partial(_rasp, p) for p in PROGRAMS},
     "planted": _planted,
+    "induction": _induction,
+    "ioi": _ioi,
 }
 """Ground-truth name -> zero-argument builder."""
 

@@ -1,24 +1,32 @@
 """``induction``: the induction circuit of a small two-layer attention-only model trained here.
 
-Training (seeded, one CPU core, well under a minute): ``[BOS, F, A, A, F']`` where ``A`` is ``h`` distinct
-random tokens, ``h`` drawn per sequence from ``[half_len // 2, half_len]``, starting at a random offset, and
-``F``, ``F'`` other random tokens filling the context; next-token loss on the second copy of ``A`` (the first
-copy is unpredictable). Both random choices matter: with a fixed period the model learned "attend ``h - 1``
-positions back" from positions alone (loss 0.001 after 200 steps, every induction score ≈ 0.05), and with
-``A`` always right after BOS it learned to attend to half the query's position instead (loss 0.003, induction
-scores ≈ 0.01); no induction head formed in either case. The model (2 layers ×
-4 heads, d_model 64, LayerNorm, learned positions initialised sinusoidally) learns to copy with induction
-heads. Weights are cached as safetensors under ``$MECHSCOPE_CACHE`` or ``~/.cache/mechscope``, in
-``truths/induction-<hash of the settings>.safetensors`` (written atomically), so later builds only load them.
+Training (seeded, one CPU core, about a minute): each batch is 3/4 sequences ``[BOS, F, A, A, F']`` (``A`` =
+``h`` distinct random tokens, ``h`` drawn per sequence from ``[half_len // 2, half_len]``, at a random offset;
+``F``, ``F'`` other random tokens; loss on the second copy of ``A``) and 1/4 second-order chains
+(``x[t] = pi(x[t-2])`` with probability 0.6 for a fixed random permutation ``pi``; loss everywhere). The
+model: 2 layers × 4 heads, d_model 64, LayerNorm, learned positions initialised sinusoidally. What it took
+(each measured): with a fixed period the model learned "attend ``h - 1`` positions back" from positions alone
+(loss 0.001 after 200 steps, every induction score ≈ 0.05); with ``A`` always right after BOS it attended to
+half the query's position instead (induction scores ≈ 0.01); with random offsets but no chains no
+previous-token head formed in 1,200 steps; with the chains as half the batch (batch 32, lr 1e-3)
+previous-token heads formed by step 200 but no induction head by step 5,000; with 3/4 repeated sequences,
+batch 64, lr 3e-3 induction scores reach ≈ 0.77 by step ~1,000. Weights are cached as safetensors under
+``$MECHSCOPE_CACHE`` or ``~/.cache/mechscope``, in ``truths/induction-<hash of the settings>.safetensors``
+(written atomically), so later builds only load them.
 
 Which heads form the circuit is read from the trained model, not assumed: on held-out repeated sequences,
-``analysis.heads.detect_heads`` gives every head's previous-token and induction score; the layer-0 heads
-with previous-token score >= ``min_score`` are the previous-token heads ``P`` and the layer-1 heads with
-induction score >= ``min_score`` the induction heads ``I``. The truth is the K-composition circuit:
-``input->a0.hP<v>`` (P copies the previous token), ``a0.hP->a1.hI<k>`` (I's keys read it),
-``input->a1.hI<q>`` (I's query is the current token), ``input->a1.hI<v>`` (I copies the token it finds)
-and ``a1.hI->logits``, for every P and I. It is an identification, not a construction: other paths
-(the direct path, weak heads) also carry some of the effect, so a perfect method need not score 1.0.
+every head's attention gives a previous-token score (``analysis.heads.detect_heads``), a current-token score
+(mean attention to its own position) and an induction score; a head has a role when its score is >=
+``min_score``: previous-token heads ``P`` and current-token heads ``C`` in layer 0, induction heads ``I`` in
+layer 1. The truth is the K-composition circuit with the paths that carry tokens into it:
+``input->a0.hP<v>`` (P copies the previous token), ``a0.hP->a1.hI<k>`` (I's keys read it: K-composition),
+``input->a1.hI<q>`` and ``a0.hC->a1.hI<q>`` (I's query is the current token, directly or as copied by C),
+``input->a1.hI<v>`` and ``a0.hC->a1.hI<v>`` (I copies the token it finds), ``input->a0.hC<v>`` and
+``a1.hI->logits``, for every P, C and I. The current-token heads were added after exact patching showed
+that this model's induction heads read the token largely through them (``a0.h2->a1.h2<v>`` was the sixth
+largest edge, above every K-composition edge). It is an identification, not a construction: the layer-0
+heads' Q/K reads also matter (LayerNorm makes their positional attention depend on the tokens), so a perfect
+method need not score 1.0 against it.
 
 Data: clean = ``[BOS, F, A, A, F']``, corrupted = ``[BOS, G, B, B, G']`` (other random tokens, the same block
 length ``half_len`` and offset); the metric is a ``Contrast`` over the second copy: logit of the clean next
@@ -45,19 +53,19 @@ from mechscope.models.transformer import HookedTransformer
 class InductionTruthConfig:
     """Model shape, training schedule and head-identification threshold."""
 
-    d_vocab: int = 48
+    d_vocab: int = 24
     """Vocabulary including BOS (id 0)."""
-    half_len: int = 8
-    """Length of the repeated random block."""
+    half_len: int = 6
+    """Longest repeated random block (context ``3 half_len + 1``)."""
     d_model: int = 64
     """Residual width."""
     n_heads: int = 4
     """Heads per layer."""
     d_head: int = 16
     """Per-head dimension."""
-    steps: int = 600
+    steps: int = 1200
     """Optimiser steps."""
-    batch: int = 32
+    batch: int = 64
     """Sequences per step."""
     lr: float = 3e-3
     """AdamW learning rate."""
@@ -118,6 +126,17 @@ def _draw(cfg: InductionTruthConfig, n: int, gen: torch.Generator, *, fixed_h: b
     return tokens, _targets(h, r, tokens.shape[1])
 
 
+def _second_order(cfg: InductionTruthConfig, n: int, pi: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """``n`` chains ``[BOS, x1, x2, ...]`` with ``x[t] = pi(x[t-2])`` with probability 0.6, else random: a
+    previous-token head pays off directly (the sequential draw is the chain's definition)."""
+    x = torch.randint(1, cfg.d_vocab, (n, 3 * cfg.half_len + 1), generator=gen)
+    x[:, 0] = 0
+    follow = torch.rand(x.shape, generator=gen) < 0.6
+    for t in range(3, x.shape[1]):
+        x[:, t] = torch.where(follow[:, t], pi[x[:, t - 2] - 1], x[:, t])
+    return x
+
+
 def train_model(cfg: InductionTruthConfig) -> HookedTransformer:
     """Train the model of the module docstring (deterministic for a given ``cfg``)."""
     from mechscope.models.components.embed import sinusoidal_table
@@ -130,10 +149,16 @@ def train_model(cfg: InductionTruthConfig) -> HookedTransformer:
         model.W_pos.copy_(table * init_std(cfg.d_model) * 2 ** 0.5)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    pi = torch.randperm(cfg.d_vocab - 1, generator=gen) + 1
+    n_rep = (3 * cfg.batch) // 4
     model.train()
     for _ in range(cfg.steps):
-        tokens, mask = _draw(cfg, cfg.batch, gen, fixed_h=False)
-        logits = model(tokens)[:, :-1][mask]  # predict the second copy from its second token on
+        rep, rep_mask = _draw(cfg, n_rep, gen, fixed_h=False)
+        mk = _second_order(cfg, cfg.batch - n_rep, pi, gen)
+        tokens = torch.cat([rep, mk])
+        mask = torch.cat([rep_mask, torch.ones(cfg.batch - n_rep, rep.shape[1] - 1, dtype=torch.bool)])
+        mask[n_rep:, :2] = False  # the first two tokens of a second-order chain are random
+        logits = model(tokens)[:, :-1][mask]
         loss = torch.nn.functional.cross_entropy(logits, tokens[:, 1:][mask])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -168,24 +193,27 @@ def trained_model(cfg: InductionTruthConfig) -> HookedTransformer:
     return model
 
 
-def identify_heads(model: HookedTransformer, cfg: InductionTruthConfig) -> tuple[list[int], list[int], dict[str, list[float]]]:
-    """Previous-token heads of layer 0 and induction heads of layer 1, with every head's scores."""
-    from mechscope.analysis.heads import detect_heads
+def identify_heads(model: HookedTransformer, cfg: InductionTruthConfig) -> tuple[dict[str, list[int]], dict[str, list[float]]]:
+    """Heads by role from their attention on held-out repeated sequences (scores >= ``min_score``):
+    ``previous`` (layer 0, attends to the previous token), ``current`` (layer 0, attends to its own
+    position: it carries the current token on), ``induction`` (layer 1); with every head's scores."""
+    from mechscope.analysis.heads import attention_patterns, detect_heads
 
     tokens = _draw(cfg, 64, torch.Generator().manual_seed(cfg.seed + 99), fixed_h=True)[0]
     s = detect_heads(model, tokens)
-    prev = [h for h in range(cfg.n_heads) if float(s.previous_token[0, h]) >= cfg.min_score]
-    ind = [h for h in range(cfg.n_heads) if float(s.induction[1, h]) >= cfg.min_score]
-    scores = {"previous_token_layer0": [round(float(v), 3) for v in s.previous_token[0]],
-              "induction_layer1": [round(float(v), 3) for v in s.induction[1]]}
-    return prev, ind, scores
+    pat = attention_patterns(model, tokens)[0]  # layer 0 [batch heads q k]
+    current = pat.diagonal(dim1=-2, dim2=-1)[..., 1:].mean((0, 2))  # [heads], position 0 left out
+    scores = {"previous": s.previous_token[0], "current": current, "induction": s.induction[1]}
+    roles = {k: [h for h in range(cfg.n_heads) if float(v[h]) >= cfg.min_score] for k, v in scores.items()}
+    return roles, {k: [round(float(x), 3) for x in v] for k, v in scores.items()}
 
 
-def circuit_edges(prev: list[int], ind: list[int]) -> frozenset[str]:
-    """The K-composition circuit's edges for previous-token heads ``prev`` and induction heads ``ind``."""
-    edges = {f"input->a0.h{p}<v>" for p in prev}
-    for i in ind:
-        edges |= {f"a0.h{p}->a1.h{i}<k>" for p in prev}
+def circuit_edges(previous: list[int], current: list[int], induction: list[int]) -> frozenset[str]:
+    """The circuit's edges for layer-0 previous-token and current-token heads and layer-1 induction heads."""
+    edges = {f"input->a0.h{p}<v>" for p in previous + current}
+    for i in induction:
+        edges |= {f"a0.h{p}->a1.h{i}<k>" for p in previous}
+        edges |= {f"a0.h{c}->a1.h{i}<{x}>" for c in current for x in "qv"}
         edges |= {f"input->a1.h{i}<q>", f"input->a1.h{i}<v>", f"a1.h{i}->logits"}
     return frozenset(edges)
 
@@ -194,8 +222,8 @@ def induction_truth(cfg: InductionTruthConfig | None = None, *, n_pairs: int = 1
     """The ``induction`` ground truth (see the module docstring)."""
     cfg = cfg or InductionTruthConfig()
     model = trained_model(cfg)
-    prev, ind, scores = identify_heads(model, cfg)
-    if not prev or not ind:
+    roles, scores = identify_heads(model, cfg)
+    if not roles["previous"] or not roles["induction"]:
         raise ConfigError(f"the trained model has no previous-token head or no induction head with score >= "
                           f"{cfg.min_score} (scores {scores}); train longer or lower min_score")
     gen = torch.Generator().manual_seed(cfg.seed + 7)
@@ -208,10 +236,11 @@ def induction_truth(cfg: InductionTruthConfig | None = None, *, n_pairs: int = 1
     direction[b, q, clean[b, q + 1]] += 1.0
     direction[b, q, corrupted[b, q + 1]] -= 1.0
     return GroundTruth(name="induction", model=model, clean=clean, corrupted=corrupted,
-                       metric=Contrast(direction, name="induction"), edges=circuit_edges(prev, ind), readout=None,
-                       description=f"trained 2-layer attention-only model; previous-token heads a0.h{prev}, "
-                                   f"induction heads a1.h{ind} identified by attention scores {scores}")
+                       metric=Contrast(direction, name="induction"),
+                       edges=circuit_edges(roles["previous"], roles["current"], roles["induction"]), readout=None,
+                       description=f"trained 2-layer attention-only model; heads by attention role {roles} "
+                                   f"(scores {scores})")
 
 
-__all__ = ["InductionTruthConfig", "circuit_edges", "identify_heads", "induction_truth", "trained_model",
-           "train_model"]
+__all__ = ["InductionTruthConfig", "circuit_edges", "identify_heads", "induction_truth", "train_model",
+           "trained_model"]

@@ -8,7 +8,7 @@ import torch
 
 from mechscope.circuits.truth import TRUTHS, GroundTruth, load_truth
 from mechscope.circuits.truth.base import Contrast
-from mechscope.errors import ConfigError, ShapeError
+from mechscope.errors import ConfigError, ModelFileError, ShapeError
 from tests.typecheck import ill_typed
 from tests.unit.circuits.truth.edge_oracle import all_edges, edge_effects
 
@@ -60,3 +60,42 @@ def test_metrics_check_shapes():
     with pytest.raises(ShapeError, match="same shape"), ill_typed():
         GroundTruth(name="x", model=t.model, clean=t.clean, corrupted=t.corrupted[:, :-1], metric=t.metric,
                     edges=t.edges, readout=-1, description="")
+
+
+def test_induction_truth_caches_its_weights_atomically_and_refuses_a_model_without_the_heads(tmp_path, monkeypatch):
+    from mechscope.circuits.truth.induction import InductionTruthConfig, induction_truth, trained_model
+
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path))
+    cfg = InductionTruthConfig(steps=2, batch=8)  # far too short for induction heads to form
+    first = trained_model(cfg)
+    files = list((tmp_path / "truths").iterdir())
+    assert [f.name for f in files] == [f"induction-{cfg.key()}.safetensors"]  # no temporary file left
+    again = trained_model(cfg)  # read back, not retrained
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(ConfigError, match="no previous-token head or no induction head"):
+        induction_truth(cfg)
+    files[0].write_bytes(b"not safetensors")
+    with pytest.raises(ModelFileError, match="delete it to retrain"):
+        trained_model(cfg)
+
+
+@pytest.mark.slow
+def test_induction_truth_of_the_trained_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path))
+    t = load_truth("induction")
+    k_composition = [e for e in t.edges if e.startswith("a0.") and e.endswith("<k>")]
+    assert k_composition and all(e.split("->")[1].startswith("a1.") for e in k_composition)
+    with torch.no_grad():
+        assert float(t.metric(t.model(t.clean)).mean()) > float(t.metric(t.model(t.corrupted)).mean()) + 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.model
+def test_ioi_truth_on_smollm2(smollm2):
+    from mechscope.circuits.graph import Graph
+    from mechscope.circuits.truth.ioi import EDGES, ioi_truth
+
+    t = ioi_truth(smollm2)
+    assert t.edges == EDGES and len(EDGES) == 7 and t.edges <= set(Graph.from_model(t.model).edge_names)
+    with torch.no_grad():
+        assert float(t.metric(t.model(t.clean)).mean()) > float(t.metric(t.model(t.corrupted)).mean()) + 1.0

@@ -25,17 +25,17 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from mechscope.circuits.patchable import sender_outputs
+from mechscope.circuits.patchable import fixed_differences
 from mechscope.circuits.problem import Problem
 from mechscope.circuits.scores import EdgeScores
 from mechscope.errors import ConfigError
 
 
-def _mask_grad(problem: Problem, masks: Tensor, diffs: list[Tensor] | None) -> Tensor:
+def _mask_grad(problem: Problem, masks: Tensor, fixed: Tensor | None) -> Tensor:
     """Sum over variants of d(mean metric)/d masks, per edge [n_edges]."""
     m = masks.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        value = problem.run(m, diffs=diffs).mean(dim=1).sum()
+        value = problem.run(m, fixed=fixed).mean(dim=1).sum()
         (grad,) = torch.autograd.grad(value, [m])
     return problem.graph.gather(grad).sum(0)
 
@@ -43,9 +43,9 @@ def _mask_grad(problem: Problem, masks: Tensor, diffs: list[Tensor] | None) -> T
 def eap(problem: Problem) -> EdgeScores:
     """Edge attribution patching: first-order effect of patching each edge alone."""
     g = problem.graph
-    diffs = [p - c for p, c in zip(problem.patch, sender_outputs(problem.model, g, problem.clean))]
+    fixed = fixed_differences(problem.patch, problem.clean_outputs)
     zeros = torch.zeros(1, len(g.senders), len(g.receivers))
-    scores = _mask_grad(problem, zeros, diffs)
+    scores = _mask_grad(problem, zeros, fixed)
     return EdgeScores(g, scores, "eap", info=_info(problem))
 
 
@@ -60,13 +60,13 @@ def eap_ig(problem: Problem, steps: int = 5, variant: Literal["inputs", "activat
     valid = g.valid.float()
     total = torch.zeros(len(g.edges))
     if variant == "inputs":
-        diffs = [p - c for p, c in zip(problem.patch, sender_outputs(problem.model, g, problem.clean))]
+        fixed = fixed_differences(problem.patch, problem.clean_outputs)
         fractions = [1.0 - k / steps for k in range(1, steps + 1)]  # patched fraction of the input
         row = torch.zeros(len(g.senders), 1)
         row[0] = 1.0
         for i in range(0, steps, chunk):
             m = torch.stack([valid * row * f for f in fractions[i:i + chunk]])
-            total += _mask_grad(problem, m, diffs)
+            total += _mask_grad(problem, m, fixed)
     elif variant == "activations":
         fractions = [(k + 0.5) / steps for k in range(steps)]
         for i in range(0, steps, chunk):

@@ -64,33 +64,44 @@ def _as_group(x: Tensor, group: SenderGroup) -> Tensor:
     return x if group.per_head else x.unsqueeze(2)
 
 
-def sender_outputs(model: Any, graph: Graph, tokens: Int[Tensor, "batch pos"]) -> list[Tensor]:
-    """Every sender group's output [batch pos n d_model] in a plain forward of ``tokens`` (no gradient)."""
+def sender_outputs(model: Any, graph: Graph, tokens: Int[Tensor, "batch pos"], readout: int | None = -1
+                   ) -> tuple[list[Tensor], Tensor]:
+    """Every sender group's output [batch pos n d_model] in a plain forward of ``tokens`` (no gradient), and
+    the logits at the readout [batch out_pos d_vocab] (the unembedding runs there only)."""
     groups = sender_groups(graph)
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names=[g.hook for g in groups])
-    return [_as_group(cache[g.hook], g) for g in groups]
+        resid, cache = model.run_with_cache(tokens, names=[g.hook for g in groups], stop_at_layer=graph.n_layers)
+        if readout is not None:
+            resid = resid[:, [readout]]
+        logits = _row_stable(lambda x: model.unembed(model.ln_final(x)), resid)
+    return [_as_group(cache[g.hook], g) for g in groups], logits
+
+
+def ablate(outputs: list[Tensor], ablation: Ablation = "corrupted", seed: int = 0) -> list[Tensor]:
+    """What a patched edge carries, per sender group [batch|1 pos n d_model], from the senders' outputs on
+    the corrupted prompts: ``corrupted``: the same row's; ``resample``: a random other row's (seeded, ACDC's
+    resample ablation); ``mean``: the batch mean (per position); ``zero``: zero."""
+    if ablation not in ("corrupted", "mean", "zero", "resample"):
+        raise ConfigError(f"ablation must be 'corrupted', 'mean', 'zero' or 'resample', got {ablation!r}")
+    if ablation == "mean":
+        return [o.mean(0, keepdim=True) for o in outputs]
+    if ablation == "zero":
+        return [torch.zeros_like(o[:1]) for o in outputs]
+    if ablation == "resample":
+        perm = torch.randperm(outputs[0].shape[0], generator=torch.Generator().manual_seed(seed))
+        return [o[perm] for o in outputs]
+    return outputs
 
 
 def patch_values(model: Any, graph: Graph, corrupted: Int[Tensor, "batch pos"], ablation: Ablation = "corrupted",
                  seed: int = 0) -> list[Tensor]:
-    """What a patched edge carries, per sender group: [batch|1 pos n d_model].
+    """``ablate`` applied to the senders' outputs on ``corrupted``."""
+    return ablate(sender_outputs(model, graph, corrupted)[0], ablation, seed)
 
-    ``corrupted``: the sender's output on the corrupted prompt of the same row; ``resample``: on a random
-    other corrupted row (seeded, ACDC's resample ablation); ``mean``: the mean over the corrupted batch (per
-    position); ``zero``: zero.
-    """
-    if ablation not in ("corrupted", "mean", "zero", "resample"):
-        raise ConfigError(f"ablation must be 'corrupted', 'mean', 'zero' or 'resample', got {ablation!r}")
-    outs = sender_outputs(model, graph, corrupted)
-    if ablation == "mean":
-        return [o.mean(0, keepdim=True) for o in outs]
-    if ablation == "zero":
-        return [torch.zeros_like(o[:1]) for o in outs]
-    if ablation == "resample":
-        perm = torch.randperm(corrupted.shape[0], generator=torch.Generator().manual_seed(seed))
-        return [o[perm] for o in outs]
-    return outs
+
+def fixed_differences(patch: list[Tensor], outputs: list[Tensor]) -> Tensor:
+    """``patch - outputs`` of every sender as one tensor [batch pos d_model n_senders] (``fixed=``)."""
+    return torch.cat([(p - o).transpose(-1, -2) for p, o in zip(patch, outputs)], dim=-1).contiguous()
 
 
 def check_masks(graph: Graph, masks: Tensor) -> Tensor:
@@ -104,7 +115,7 @@ def check_masks(graph: Graph, masks: Tensor) -> Tensor:
 
 
 def patched_logits(model: Any, graph: Graph, tokens: Int[Tensor, "batch pos"], patch: list[Tensor],
-                   masks: Tensor, *, readout: int | None = -1, diffs: list[Tensor] | None = None
+                   masks: Tensor, *, readout: int | None = -1, fixed: Tensor | None = None
                    ) -> Float[Tensor, "rows out_pos d_vocab"]:
     """Logits [V*batch out_pos d_vocab] of the forward with edges patched by ``masks`` (module docstring).
 
@@ -113,13 +124,14 @@ def patched_logits(model: Any, graph: Graph, tokens: Int[Tensor, "batch pos"], p
         masks: float [V n_senders n_receivers] (or [n_senders n_receivers]); may require grad.
         readout: the position the metric reads (logits are computed there only; out_pos = 1), or None for
             every position.
-        diffs: fixed per-group differences [batch pos n d_model] to use instead of ``patch - act`` (the
-            gradient methods use ``patch - clean`` so that interpolating one row does not move the others).
+        fixed: constant differences [batch pos d_model n_senders] (``fixed_differences``) to use instead of
+            ``patch - act`` (the gradient methods use ``patch - clean`` so that interpolating one row does
+            not move the others). Then each receiver layer costs one matmul over all senders before it.
     """
     m = check_masks(graph, masks).to(dtype=patch[0].dtype)
     V, B = m.shape[0], tokens.shape[0]
     groups = sender_groups(graph)
-    state = _PatchState(graph, groups, m, B, patch, diffs)
+    state = _PatchState(graph, groups, m, B, patch, fixed)
     fwd: list[tuple[str, Any]] = [(g.hook, state.sender_hook(i)) for i, g in enumerate(groups)]
     for L in range(graph.n_layers):
         fwd += [(f"blocks.{L}.hook_{k}_input", state.attn_hook(L, k)) for k in ("q", "k", "v")]
@@ -153,10 +165,10 @@ class _PatchState:
     """Sender differences gathered during one patched forward, and the receiver hooks that use them."""
 
     def __init__(self, graph: Graph, groups: list[SenderGroup], masks: Tensor, batch: int, patch: list[Tensor],
-                 diffs: list[Tensor] | None) -> None:
+                 fixed: Tensor | None) -> None:
         self.graph, self.groups, self.masks, self.B = graph, groups, masks, batch
         self.V = masks.shape[0]
-        self.patch, self.fixed = patch, diffs
+        self.patch, self.fixed = patch, fixed
         self.diffs: list[Tensor] = []
         self.pending: dict[str, Tensor] = {}
         self.skip_zero = not masks.requires_grad
@@ -169,21 +181,23 @@ class _PatchState:
         def hook(x: Tensor, hook: Any) -> None:
             if len(self.diffs) != i:
                 raise RuntimeError(f"sender hooks fired out of order at {g.hook}")
-            if not self.live[i]:
+            if not self.live[i] or self.fixed is not None:
                 self.diffs.append(x.new_zeros(0))
                 return
-            if self.fixed is not None:
-                d = self.fixed[i].unsqueeze(0)
-            else:
-                act = _as_group(x, g)
-                d = self.patch[i].unsqueeze(0) - act.reshape(self.V, self.B, *act.shape[1:])
-            self.diffs.append(d)
+            act = _as_group(x, g)
+            d = self.patch[i].unsqueeze(0) - act.reshape(self.V, self.B, *act.shape[1:])
+            # [V|1 B p d_model n]: the layout whose matmul with the masks needs no copy (kept for backward)
+            self.diffs.append(d.transpose(-1, -2).contiguous())
 
         return hook
 
     def contribution(self, n_groups: int, c0: int, c1: int, readout: int | None) -> Tensor | None:
         """Sum over the first ``n_groups`` groups of mask-weighted differences into receiver columns
         ``c0:c1``: [V B pos (c1-c0) d_model], or None when every mask involved is zero."""
+        if self.fixed is not None:
+            n = sum(g.size for g in self.groups[:n_groups])
+            d = self.fixed[:, [readout]] if readout is not None else self.fixed
+            return _weighted(d[None, ..., :n], self.masks[:, :n, c0:c1]).permute(0, 1, 2, 4, 3)
         total: Tensor | None = None
         for g, d in zip(self.groups[:n_groups], self.diffs[:n_groups]):
             block = self.masks[:, g.start:g.start + g.size, c0:c1]
@@ -191,12 +205,9 @@ class _PatchState:
                 continue
             if readout is not None:
                 d = d[:, :, [readout]]
-            if d.shape[0] == 1 and self.V > 1:  # fixed differences: shared by every variant
-                term = torch.einsum("bpsd,vsr->vbprd", d[0], block)
-            else:
-                term = torch.einsum("vbpsd,vsr->vbprd", d, block)
+            term = _weighted(d, block)
             total = term if total is None else total + term
-        return total
+        return None if total is None else total.permute(0, 1, 2, 4, 3)
 
     def attn_hook(self, layer: int, kind: str) -> Callable[[Tensor, Any], Tensor | None]:
         graph = self.graph
@@ -228,6 +239,16 @@ class _PatchState:
         return hook
 
 
+def _weighted(d: Tensor, block: Tensor) -> Tensor:
+    """Differences d [V|1 B p D s] times masks [V s r] -> [V B p D r], one matmul, no copy of ``d``."""
+    vd, b, p, dm, n = d.shape
+    v, _, r = block.shape
+    if vd == 1:  # shared differences (fixed ones, or one variant): one GEMM over every variant's columns
+        out = d[0].reshape(b * p * dm, n) @ block.permute(1, 0, 2).reshape(n, v * r)  # a strided view of d
+        return out.view(b, p, dm, v, r).permute(3, 0, 1, 2, 4)
+    return torch.bmm(d.reshape(v, b * p * dm, n), block).view(v, b, p, dm, r)
+
+
 def per_variant_metric(metric: MetricFn, logits: Tensor, n_variants: int) -> Float[Tensor, "variants batch"]:
     """Apply ``metric`` (per-example, [batch pos vocab] -> [batch]) to each variant's rows."""
     rows = logits.shape[0] // n_variants
@@ -255,5 +276,5 @@ def check_pair(clean: Tensor, corrupted: Tensor) -> None:
                          f"pairs); got clean {tuple(clean.shape)} and corrupted {tuple(corrupted.shape)}")
 
 
-__all__ = ["Ablation", "MetricFn", "SenderGroup", "check_masks", "check_metric_output", "check_pair",
-           "patch_values", "patched_logits", "per_variant_metric", "sender_groups", "sender_outputs"]
+__all__ = ["Ablation", "MetricFn", "SenderGroup", "ablate", "check_masks", "check_metric_output", "check_pair",
+           "fixed_differences", "patch_values", "patched_logits", "per_variant_metric", "sender_groups", "sender_outputs"]

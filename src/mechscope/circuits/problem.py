@@ -19,11 +19,12 @@ from mechscope.circuits.graph import Graph
 from mechscope.circuits.patchable import (
     Ablation,
     MetricFn,
+    ablate,
     check_metric_output,
     check_pair,
-    patch_values,
     patched_logits,
     per_variant_metric,
+    sender_outputs,
 )
 from mechscope.errors import ConfigError, ShapeError
 
@@ -43,6 +44,7 @@ class Problem:
     ablation: Ablation = "corrupted"
     seed: int = 0
     patch: list[Tensor] = field(init=False)
+    clean_outputs: list[Tensor] = field(init=False)
     clean_value: float = field(init=False)
     corrupted_value: float = field(init=False)
     forwards: int = field(init=False, default=0)
@@ -55,17 +57,14 @@ class Problem:
         if (self.graph.n_layers, self.graph.n_heads, self.graph.n_kv_heads) != (
                 self.model.cfg.n_layers, self.model.cfg.attention.n_heads, self.model.cfg.attention.kv_heads):
             raise ConfigError("graph does not match the model (build it with Graph.from_model(model))")
-        with torch.no_grad():
-            self.clean_value = self.plain_metric(self.clean)
-            self.corrupted_value = self.plain_metric(self.corrupted)
-        self.patch = patch_values(self.model, self.graph, self.corrupted, self.ablation, self.seed)
+        self.clean_outputs, clean_logits = sender_outputs(self.model, self.graph, self.clean, self.readout)
+        corrupted_outputs, corrupted_logits = sender_outputs(self.model, self.graph, self.corrupted, self.readout)
+        self.clean_value = float(self.call_metric(clean_logits).mean())
+        self.corrupted_value = float(self.call_metric(corrupted_logits).mean())
+        self.patch = ablate(corrupted_outputs, self.ablation, self.seed)
         if self.ablation != "corrupted":  # the 0 of recovery is "every edge ablated"
             with torch.no_grad():
                 self.corrupted_value = float(self.run(self.graph.valid.float()).mean())
-
-    def select(self, logits: Tensor) -> Tensor:
-        """Logits at the readout position [batch 1 vocab] (all positions when readout is None)."""
-        return logits if self.readout is None else logits[:, [self.readout]]
 
     def call_metric(self, logits: Tensor) -> Tensor:
         """The metric on [batch pos vocab] logits with its output shape checked."""
@@ -77,13 +76,9 @@ class Problem:
                              "(or pass readout=None to give it every position)") from e
         return check_metric_output(value, logits.shape[0])
 
-    def plain_metric(self, tokens: Tensor) -> float:
-        """Mean metric of an unpatched forward."""
-        return float(self.call_metric(self.select(self.model(tokens))).mean())
-
-    def run(self, masks: Tensor, *, diffs: list[Tensor] | None = None) -> Tensor:
+    def run(self, masks: Tensor, *, fixed: Tensor | None = None) -> Tensor:
         """Per-variant, per-example metric [V batch] of the clean input with edges patched by ``masks``."""
-        logits = self.logits(masks, diffs=diffs)
+        logits = self.logits(masks, fixed=fixed)
         n = 1 if masks.dim() == 2 else masks.shape[0]
         try:
             return per_variant_metric(self.metric, logits, n)
@@ -91,11 +86,11 @@ class Problem:
             raise ShapeError(f"the metric failed on logits of shape {tuple(logits.shape)} ({e}); index the "
                              "readout position with [:, -1]") from e
 
-    def logits(self, masks: Tensor, *, diffs: list[Tensor] | None = None) -> Tensor:
+    def logits(self, masks: Tensor, *, fixed: Tensor | None = None) -> Tensor:
         """Logits [V*batch out_pos vocab] of the clean input with edges patched by ``masks`` (rows variant-major)."""
         self.forwards += 1
         return patched_logits(self.model, self.graph, self.clean, self.patch, masks, readout=self.readout,
-                              diffs=diffs)
+                              fixed=fixed)
 
     def normalised(self, value: float) -> float:
         """0 = the corrupted baseline, 1 = the clean baseline."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from mechscope.circuits.truth.base import GroundTruth
 from mechscope.errors import ConfigError, close_matches
 
 METHOD_NAMES = ("exact", "eap", "eap-ig", "acdc")
@@ -60,10 +61,11 @@ def _top(scores: Mapping[str, float], k: int) -> list[str]:
     return sorted(scores, key=lambda e: -abs(scores[e]))[:k]
 
 
-def run_bench(methods: Sequence[str] | None = None, truths: Sequence[str] | None = None, *,
+def run_bench(methods: Sequence[str] | None = None, truths: Sequence[str | GroundTruth] | None = None, *,
               options: Mapping[str, Mapping[str, Any]] | None = None, skip_costly: bool = True) -> list[dict[str, Any]]:
-    """One row per (truth, method); see the module docstring. ``truths`` default: every registered truth
-    except ``ioi`` (it loads SmolLM2; name it to include it)."""
+    """One row per (truth, method); see the module docstring. ``truths``: names (default: every registered
+    truth except ``ioi``, which loads SmolLM2; name it to include it) or built ``GroundTruth`` objects (e.g.
+    ``ioi_truth(n_prompts=8)``)."""
     from mechscope.circuits.discover import METHODS, discover
     from mechscope.circuits.evaluate import evaluate
     from mechscope.circuits.graph import Graph
@@ -78,8 +80,9 @@ def run_bench(methods: Sequence[str] | None = None, truths: Sequence[str] | None
     truths = list(truths or [t for t in TRUTHS if t != "ioi"])
     opts = {**DEFAULT_OPTIONS, **(options or {})}
     rows: list[dict[str, Any]] = []
-    for name in truths:
-        truth = load_truth(name)
+    for item in truths:
+        truth = load_truth(item) if isinstance(item, str) else item
+        name = truth.name
         graph = Graph.from_model(truth.model)
         args = (truth.model, truth.clean, truth.corrupted, truth.metric)
         truth_faith = evaluate(*args, edges=sorted(truth.edges), readout=truth.readout, graph=graph)

@@ -113,7 +113,7 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
         if "skipped" in r:
             lines.append(f"| {r['truth']} | {size} | {r['method']} | skipped | | {r['truth_faithfulness']:.3f} | |")
             continue
-        lines.append(f"| {r['truth']} | {size} | {r['method']} | {r['roc_auc']:.3f} | {r['faithfulness']:.3f} | "
+        lines.append(f"| {r['truth']} | {size} | {r['method']} | {r['roc_auc']:.4f} | {r['faithfulness']:.3f} | "
                      f"{r['truth_faithfulness']:.3f} | {r['wall_seconds']:.2f} |")
     return "\n".join(lines)
 

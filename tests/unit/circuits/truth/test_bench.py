@@ -31,7 +31,7 @@ def test_bench_rows_on_compiled_and_planted_truths():
     # hist decodes its count with a staircase MLP whose gradient is zero at every exact count: plain EAP
     # (gradient at the clean point) misses the edges behind it, EAP-IG integrates across the steps
     assert by["rasp:hist", "eap"]["roc_auc"] < 0.9
-    assert "| rasp:hist | 4 / 8 | exact | 1.000 |" in table(rows)
+    assert "| rasp:hist | 4 / 8 | exact | 1.0000 | 1.000 |" in table(rows)
 
 
 def test_bench_rejects_unknown_methods():

@@ -8,7 +8,7 @@
   one-edge-at-a-time reference on the same graph and data; reports both times, forwards and whether the
   circuits and scores are identical (target >= 10x, same circuit).
 
-Usage: ``python benchmarks/circuits.py [--threads 1] [--repeats 3] [--n-prompts 32] [--skip-smollm]``
+Usage: ``python benchmarks/circuits.py [--threads 1] [--repeats 3] [--n-prompts 32] [--skip-smollm] [--skip-acdc]``
 """
 
 from __future__ import annotations
@@ -84,10 +84,12 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=0.005)
     ap.add_argument("--chunk", type=int, default=32)
     ap.add_argument("--skip-smollm", action="store_true")
+    ap.add_argument("--skip-acdc", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out: dict[str, Any] = {"machine": machine()}
-    out["acdc"] = _acdc(args.threshold, args.chunk)
+    if not args.skip_acdc:
+        out["acdc"] = _acdc(args.threshold, args.chunk)
     if not args.skip_smollm:
         out["smollm2_ioi"] = _smollm(args.n_prompts, args.repeats)
     print(json.dumps(out, indent=1))

@@ -11,7 +11,8 @@ tests a chain of ``chunk`` variants built on guesses: variant v removes edge v o
 edge guessed "removed" (most edges are; an edge is guessed "kept" when a discarded earlier test said so).
 The decisions are then replayed in order; each is exactly the one-edge-at-a-time reference's while the
 guesses hold, and at the first wrong guess the replay stops (that decision is still exact, its state was
-right) and the next chain starts after it. Each variant is computed as
+right) and the next chain starts after it. The chain length adapts: doubled after a chain whose guesses
+all held, halved after a miss, at most ``chunk``. Each variant is computed as
 its own rows of the batch, so its numbers do not depend on its neighbours (the test checks bit equality).
 """
 
@@ -89,11 +90,12 @@ def acdc(problem: Problem, threshold: float = 0.01, objective: Objective = "kl",
     current = obj(patched[None])[0]
     order = list(range(n - 1, -1, -1))  # reverse topological
     guess_kept = torch.zeros(n, dtype=torch.bool)  # speculation: removed, unless a stale test said kept
-    i, step = 0, chunk if batched else 1
+    i, step, n_variants = 0, min(4, chunk) if batched else 1, 0
     while i < len(order):
         chain = order[i:i + step]
         variants, before = _chain(patched, chain, guess_kept)
         values = obj(variants)
+        n_variants += len(chain)
         broke = False
         for v, e in enumerate(chain):
             base = current if before[v] < 0 else values[before[v]]
@@ -108,11 +110,13 @@ def acdc(problem: Problem, threshold: float = 0.01, objective: Objective = "kl",
                 patched[e] = 1.0
                 current = values[v]
             broke = removed == bool(guess_kept[e])  # the chain assumed the other outcome
+        if batched:  # longer chains while the guesses hold, shorter after a miss (fewer wasted variants)
+            step = max(1, step // 2) if broke else min(chunk, step * 2)
     kept = frozenset(g.edge_names[j] for j in (patched == 0).nonzero().flatten().tolist())
     return EdgeScores(g, scores, "acdc", kept=kept,
                       info={"clean": problem.clean_value, "corrupted": problem.corrupted_value,
                             "threshold": threshold, "objective": objective, "batched": batched,
-                            "final_objective": current, "forwards": problem.forwards, "ablation": problem.ablation})
+                            "final_objective": current, "forwards": problem.forwards, "variants": n_variants, "ablation": problem.ablation})
 
 
 __all__ = ["acdc"]

@@ -14,7 +14,8 @@ key-value head), ``hook_mlp_in`` and the final residual. Variants (different mas
 dimension: masks ``[V n_senders n_receivers]`` and ``V`` copies of the batch, rows variant-major. One
 ``einsum`` per (sender layer, receiver layer) pair adds the differences: it keeps each sender's difference
 tensor once (no growing concatenation held for backward), and groups whose mask block is all zero are
-skipped when no gradient is wanted.
+skipped when no gradient is wanted. Layers before the first receiver whose masks differ between variants
+run once for all of them (ACDC's and exact patching's variants differ only near one receiver).
 """
 
 from __future__ import annotations
@@ -131,14 +132,20 @@ def patched_logits(model: Any, graph: Graph, tokens: Int[Tensor, "batch pos"], p
     m = check_masks(graph, masks).to(dtype=patch[0].dtype)
     V, B = m.shape[0], tokens.shape[0]
     groups = sender_groups(graph)
-    state = _PatchState(graph, groups, m, B, patch, fixed)
+    split = _shared_prefix(graph, m)
+    state = _PatchState(graph, groups, m[:1] if split else m, B, patch, fixed, live_from=m)
     fwd: list[tuple[str, Any]] = [(g.hook, state.sender_hook(i)) for i, g in enumerate(groups)]
     for L in range(graph.n_layers):
         fwd += [(f"blocks.{L}.hook_{k}_input", state.attn_hook(L, k)) for k in ("q", "k", "v")]
         if graph.has_mlp:
             fwd.append((f"blocks.{L}.hook_mlp_in", state.mlp_hook(L)))
     with model.hooks(fwd=fwd):
-        resid = model(tokens.repeat(V, 1), stop_at_layer=graph.n_layers)
+        if split:  # layers before `split` are the same in every variant: run them once, then widen
+            resid = model(tokens, stop_at_layer=split)
+            state.widen(m)
+            resid = model.run_blocks(resid.repeat(V, 1, 1), split, graph.n_layers)
+        else:
+            resid = model(tokens.repeat(V, 1), stop_at_layer=graph.n_layers)
     if readout is not None:
         resid = resid[:, [readout]]
     col = len(graph.receivers) - 1
@@ -165,7 +172,7 @@ class _PatchState:
     """Sender differences gathered during one patched forward, and the receiver hooks that use them."""
 
     def __init__(self, graph: Graph, groups: list[SenderGroup], masks: Tensor, batch: int, patch: list[Tensor],
-                 fixed: Tensor | None) -> None:
+                 fixed: Tensor | None, live_from: Tensor) -> None:
         self.graph, self.groups, self.masks, self.B = graph, groups, masks, batch
         self.V = masks.shape[0]
         self.patch, self.fixed = patch, fixed
@@ -173,7 +180,11 @@ class _PatchState:
         self.pending: dict[str, Tensor] = {}
         self.skip_zero = not masks.requires_grad
         # which sender rows have any nonzero mask at all, per group (to skip work when nothing is patched)
-        self.live = [bool(masks[:, g.start:g.start + g.size].any()) or not self.skip_zero for g in groups]
+        self.live = [bool(live_from[:, g.start:g.start + g.size].any()) or not self.skip_zero for g in groups]
+
+    def widen(self, masks: Tensor) -> None:
+        """From here on run every variant (the differences so far are shared: [1 B p D n])."""
+        self.masks, self.V = masks, masks.shape[0]
 
     def sender_hook(self, i: int) -> Callable[[Tensor, Any], None]:
         g = self.groups[i]
@@ -237,6 +248,17 @@ class _PatchState:
             return None if add is None else x + add.reshape(x.shape)
 
         return hook
+
+
+def _shared_prefix(graph: Graph, masks: Tensor) -> int:
+    """The first layer whose receivers' masks differ between variants (0: none shared, or gradients)."""
+    if masks.shape[0] == 1 or masks.requires_grad:
+        return 0
+    cols = (masks != masks[:1]).any(dim=0).any(dim=0).nonzero().flatten()
+    if cols.numel() == 0:
+        return graph.n_layers
+    per = graph.receiver_block(1)[0] if graph.n_layers > 1 else graph.receiver_block(0)[2]
+    return min(int(cols[0]) // per, graph.n_layers)
 
 
 def _weighted(d: Tensor, block: Tensor) -> Tensor:

@@ -23,6 +23,7 @@ _GROUPS: list[tuple[str, str]] = [
     ("induction", "mechscope.cli.induction"),
     ("patch", "mechscope.cli.patch"),
     ("dict", "mechscope.cli.dictionaries"),
+    ("circuit", "mechscope.cli.circuit"),
 ]
 
 

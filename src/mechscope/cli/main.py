@@ -28,6 +28,7 @@ _GROUPS: list[tuple[str, str]] = [
     ("features", "mechscope.cli.features"),
     ("", "mechscope.cli.serve"),
     ("attribute", "mechscope.cli.attribute"),
+    ("circuit", "mechscope.cli.circuit"),
 ]
 
 

@@ -1,0 +1,122 @@
+"""ACDC (Conmy et al. 2023): greedy pruning of edges in reverse topological order.
+
+Starting from the full graph, each edge (receivers from ``logits`` back to layer 0, each receiver's senders
+latest first) is patched on top of the edges already removed; if the objective rises by less than
+``threshold`` the edge stays removed. Objectives: ``kl`` (mean KL divergence from the clean model's output
+distribution at the readout) or ``metric`` (``|mean metric - clean mean metric|``). The ablation (corrupted
+prompts, resample, mean, zero) is the ``Problem``'s.
+
+**Batched, exactly the sequential result.** Each decision depends on the ones before it, so one forward
+tests a chain of ``chunk`` variants built on guesses: variant v removes edge v on top of every earlier chain
+edge guessed "removed" (most edges are; an edge is guessed "kept" when a discarded earlier test said so).
+The decisions are then replayed in order; each is exactly the one-edge-at-a-time reference's while the
+guesses hold, and at the first wrong guess the replay stops (that decision is still exact, its state was
+right) and the next chain starts after it. The chain length adapts: doubled after a chain whose guesses
+all held, halved after a miss, at most ``chunk``. Each variant is computed as
+its own rows of the batch, so its numbers do not depend on its neighbours (the test checks bit equality).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from mechscope.circuits.problem import Problem
+from mechscope.circuits.scores import EdgeScores
+from mechscope.errors import ConfigError
+
+Objective = Literal["kl", "metric"]
+
+
+class _Objective:
+    """The objective of a set of patched edges, per variant."""
+
+    def __init__(self, problem: Problem, objective: Objective) -> None:
+        if objective not in ("kl", "metric"):
+            raise ConfigError(f"ACDC objective must be 'kl' or 'metric', got {objective!r}")
+        self.problem, self.kind = problem, objective
+        g = problem.graph
+        with torch.no_grad():
+            zero = torch.zeros(1, len(g.senders), len(g.receivers))
+            self.clean_logp = torch.log_softmax(problem.logits(zero).float(), dim=-1)
+            self.clean_metric = float(problem.call_metric(problem.logits(zero)).mean())
+
+    def __call__(self, patched: Tensor) -> list[float]:
+        """patched: per-edge 0/1 [V n_edges] -> objective per variant."""
+        p = self.problem
+        with torch.no_grad():
+            logits = p.logits(p.graph.scatter(patched))
+            V = patched.shape[0]
+            if self.kind == "kl":
+                lp = torch.log_softmax(logits.float(), dim=-1)
+                q = self.clean_logp.repeat(V, 1, 1)
+                kl = (q.exp() * (q - lp)).sum(-1).mean(-1)  # [V*B]
+                return kl.view(V, -1).mean(1).tolist()
+            rows = logits.shape[0] // V
+            vals = [float(p.call_metric(logits[v * rows:(v + 1) * rows]).mean()) for v in range(V)]
+            return [abs(v - self.clean_metric) for v in vals]
+
+
+def _chain(patched: Tensor, chain: list[int], guess_kept: Tensor) -> tuple[Tensor, list[int]]:
+    """Variants [len(chain) n_edges]: variant v removes chain[v] on top of the state the guesses predict
+    (every earlier chain edge guessed removed is removed), and ``before[v]``, the variant whose state that
+    is (-1 = the current state)."""
+    variants = patched.repeat(len(chain), 1)
+    state, last = patched.clone(), -1
+    before = []
+    for v, e in enumerate(chain):
+        variants[v] = state
+        variants[v, e] = 1.0
+        before.append(last)
+        if not bool(guess_kept[e]):
+            state, last = variants[v].clone(), v
+    return variants, before
+
+
+def acdc(problem: Problem, threshold: float = 0.01, objective: Objective = "kl", batched: bool = True,
+         chunk: int = 32) -> EdgeScores:
+    """Run ACDC; ``EdgeScores.kept`` is its circuit, each score the objective's rise when the edge was tested."""
+    if threshold < 0:
+        raise ConfigError(f"ACDC threshold must be >= 0, got {threshold}")
+    if chunk < 1:
+        raise ConfigError(f"chunk must be >= 1, got {chunk}")
+    g = problem.graph
+    n = len(g.edges)
+    obj = _Objective(problem, objective)
+    patched = torch.zeros(n)
+    scores = torch.zeros(n)
+    current = obj(patched[None])[0]
+    order = list(range(n - 1, -1, -1))  # reverse topological
+    guess_kept = torch.zeros(n, dtype=torch.bool)  # speculation: removed, unless a stale test said kept
+    i, step, n_variants = 0, min(4, chunk) if batched else 1, 0
+    while i < len(order):
+        chain = order[i:i + step]
+        variants, before = _chain(patched, chain, guess_kept)
+        values = obj(variants)
+        n_variants += len(chain)
+        broke = False
+        for v, e in enumerate(chain):
+            base = current if before[v] < 0 else values[before[v]]
+            rise = values[v] - base
+            if broke:  # computed on a wrong assumption: keep it only as a guess for the next chain
+                guess_kept[e] = rise >= threshold
+                continue
+            scores[e] = rise
+            i += 1
+            removed = rise < threshold
+            if removed:
+                patched[e] = 1.0
+                current = values[v]
+            broke = removed == bool(guess_kept[e])  # the chain assumed the other outcome
+        if batched:  # longer chains while the guesses hold, shorter after a miss (fewer wasted variants)
+            step = max(1, step // 2) if broke else min(chunk, step * 2)
+    kept = frozenset(g.edge_names[j] for j in (patched == 0).nonzero().flatten().tolist())
+    return EdgeScores(g, scores, "acdc", kept=kept,
+                      info={"clean": problem.clean_value, "corrupted": problem.corrupted_value,
+                            "threshold": threshold, "objective": objective, "batched": batched,
+                            "final_objective": current, "forwards": problem.forwards, "variants": n_variants, "ablation": problem.ablation})
+
+
+__all__ = ["acdc"]

@@ -1,0 +1,1 @@
+"""A PyTorch-native RASP compiler (in the spirit of tracr) whose compiled models are ground-truth circuits."""

@@ -110,12 +110,14 @@ def train_on_store(store_dir: str | Path, out_dir: str | Path, arch: str, *, d_s
                    options: dict[str, Any] | None = None, hooks: Sequence[str] | None = None,
                    batch_size: int = 4096, steps: int | None = None, epochs: int = 1, lr: float = 4e-4,
                    buffer_rows: int = 2**17, seed: int = 0, progress: bool = True,
-                   precision: str = "float32") -> Dictionary:
+                   precision: str = "float32", sync: Any = None) -> Dictionary:
     """Train an ``arch`` dictionary on a store (resumes if ``out_dir`` holds a checkpoint).
 
     ``hooks``: one hook (SAE variants), ``[input, target]`` (transcoder) or several (crosscoder);
     default: the store's only hook. ``steps`` defaults to one pass over ``epochs`` x the store.
     ``precision``: ``float32`` or ``bfloat16`` (autocast; see ``TrainerConfig.precision``).
+    ``sync``: a ``mechscope.distributed.Sync`` for data-parallel training (every rank reads the same global
+    batches and steps on its share; default: one process).
     """
     from mechscope.activations.store import ActivationStore
     from mechscope.dictionaries.train import Trainer, TrainerConfig
@@ -139,11 +141,18 @@ def train_on_store(store_dir: str | Path, out_dir: str | Path, arch: str, *, d_s
     cfg = TrainerConfig(total_steps=total, lr=lr, lr_warmup_steps=min(50, total // 10),
                         lr_decay_steps=total // 5, sparsity_warmup_steps=total // 20,
                         dead_window_tokens=max(batch_size, min(1_000_000, total * batch_size // 4)),
-                        out_dir=str(out_dir), checkpoint_every=max(1, total // 4), progress=progress,
+                        out_dir=str(out_dir), checkpoint_every=max(1, total // 4),
+                        progress=progress and (sync is None or sync.is_writer),
                         seed=seed, precision=precision)
     data = _stream(store, names, arch, batch_size, max(buffer_rows, 2 * batch_size), seed,
                    epochs=math.ceil(total * batch_size / max(store.n_rows, 1)) + 1)
-    trainer = Trainer(d, cfg)
+    from mechscope.distributed import LOCAL, rank_slices
+
+    sync = sync or LOCAL
+    if batch_size % sync.world_size:
+        raise ConfigError(f"--batch-size {batch_size} must be divisible by the world size {sync.world_size}")
+    trainer = Trainer(d, cfg, sync)
+    data = rank_slices(data, sync)
     trainer.fit(data)  # type: ignore[arg-type]  # tuples are (input, target) pairs for transcoders
     if trainer.step < total:
         raise ConfigError(f"the activation stream ran out after {trainer.step} of {total} steps (store of "

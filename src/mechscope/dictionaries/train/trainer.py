@@ -31,6 +31,7 @@ from torch import Tensor
 from mechscope.dictionaries import io
 from mechscope.dictionaries.base import Dictionary, TrainContext, TrainOutput
 from mechscope.dictionaries.train.config import TrainerConfig
+from mechscope.distributed import LOCAL, Sync
 from mechscope.errors import ModelFileError, ShapeError
 
 Batch = Tensor | tuple[Tensor, Tensor]
@@ -55,9 +56,10 @@ class Trainer:
         >>> trained = Trainer(sae, TrainerConfig(total_steps=5, progress=False)).fit(batches)
     """
 
-    def __init__(self, dictionary: Dictionary, cfg: TrainerConfig) -> None:
+    def __init__(self, dictionary: Dictionary, cfg: TrainerConfig, sync: Sync = LOCAL) -> None:
         self.dictionary = dictionary
         self.cfg = cfg
+        self.sync = sync  # data parallel: each rank steps on its share of the global batch (distributed.py)
         self.optimizer = torch.optim.Adam(dictionary.parameters(), lr=cfg.lr,
                                           betas=(cfg.adam_beta1, cfg.adam_beta2))
         self.step = 0
@@ -104,7 +106,9 @@ class Trainer:
             bar.close()
         if self.out_dir is not None:
             self.save_checkpoint()
-            io.save(self.dictionary, self.out_dir / "dictionary")
+            if self.sync.is_writer:
+                io.save(self.dictionary, self.out_dir / "dictionary")
+            self.sync.barrier()
         return self.dictionary
 
     def train_step(self, x: Tensor, target: Tensor) -> TrainOutput:
@@ -115,6 +119,7 @@ class Trainer:
         with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16"):
             out = d.training_losses(x, target, ctx)
         out.loss.backward()
+        self.sync.all_reduce_grads(d.parameters())
         d.before_optimizer_step()
         if cfg.grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(d.parameters(), cfg.grad_clip_norm)
@@ -123,9 +128,9 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         d.after_optimizer_step()
-        n = x.shape[0]
+        n = x.shape[0] * self.sync.world_size
         self.tokens_since_fired += n
-        self.tokens_since_fired[out.fired.cpu() > 0] = 0
+        self.tokens_since_fired[self.sync.sum(out.fired).cpu() > 0] = 0
         self.tokens += n
         self.step += 1
         return out
@@ -137,14 +142,14 @@ class Trainer:
         head = list(itertools.islice(it, max(self.cfg.norm_estimate_batches, 1)))
         if not head:
             return it
-        xs = torch.cat([_split(b)[0] for b in head])
-        ts = torch.cat([_split(b)[1] for b in head])
+        xs = self.sync.gather_rows(torch.cat([_split(b)[0] for b in head]))
+        ts = self.sync.gather_rows(torch.cat([_split(b)[1] for b in head]))
         if d.cfg.normalize_activations == "expected_norm":
             d.check_input(xs)
             s_in = expected_norm_scale(xs, d.cfg.d_in)
             s_out = s_in if ts is xs or torch.equal(ts, xs) else expected_norm_scale(ts, ts.shape[-1])
             d.with_config(input_scale=s_in, output_scale=s_out)
-        d.init_b_dec(_split(head[0])[1])
+        d.init_b_dec(self.sync.gather_rows(_split(head[0])[1]))
         return itertools.chain(head, it)
 
     # -- logging ----------------------------------------------------------------------------------------
@@ -158,7 +163,7 @@ class Trainer:
                "dead_fraction": float(self.dead_mask.float().mean()), "lr": self.cfg.lr_at(self.step - 1),
                "sparsity_scale": self.cfg.sparsity_scale_at(self.step - 1), "tokens_per_s": tokens_per_s}
         self.history.append(row)
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.sync.is_writer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with open(self.out_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -170,6 +175,9 @@ class Trainer:
         if self.out_dir is None:
             raise ModelFileError("TrainerConfig.out_dir is None; set it to save checkpoints")
         root = self.out_dir / "checkpoints"
+        if not self.sync.is_writer:  # every rank holds the same state; rank 0 writes it
+            self.sync.barrier()
+            return root / f"step-{self.step:07d}"
         root.mkdir(parents=True, exist_ok=True)
         name = f"step-{self.step:07d}"
         tmp = root / f".{name}.tmp"
@@ -187,6 +195,7 @@ class Trainer:
         old = sorted(p for p in root.glob("step-*") if p.name != name)
         for p in old[: max(len(old) - (self.cfg.keep_checkpoints - 1), 0)]:
             shutil.rmtree(p, ignore_errors=True)
+        self.sync.barrier()
         return final
 
     def load_checkpoint(self) -> bool:

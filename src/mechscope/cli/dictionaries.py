@@ -45,6 +45,7 @@ def harvest(
     model_dtype: str = typer.Option("float32", "--model-dtype", help="float32 | bfloat16: run the model in this dtype "
                                     "(bf16 is several times faster on CPUs with AMX; recorded in the manifest)."),
     dtype: str = typer.Option("float32", "--dtype", help="Store dtype: float32 | bfloat16 | float16."),
+    no_estimate: bool = typer.Option(False, "--no-estimate", help="Skip the size/RAM/speed estimate and its check."),
 ) -> None:
     """Stream a corpus through the model and store activations of HOOKS (one pass, stops after the last block)."""
     import torch
@@ -60,8 +61,20 @@ def harvest(
         if model_dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"--model-dtype must be float32 or bfloat16, got {model_dtype!r}")
         m = load_model(model).to(getattr(torch, model_dtype))
+        hook_list = [h.strip() for h in hooks.split(",") if h.strip()]
+        if not no_estimate:
+            from mechscope.experiments.estimate import announce, harvest_estimate
+            from mechscope.experiments.scale import corpus_source, harvest_metadata
+
+            src = corpus_source(m, hook_list, corpus=corpus, seq_len=seq_len, batch_size=batch_size,
+                                tokenizer=tokenizer, seed=seed)
+            with torch.inference_mode():
+                est = harvest_estimate(src, tokens, out, shard_rows=shard_rows, dtype=dtype,
+                                       metadata=harvest_metadata(m, model, corpus),
+                                       world_size=sync.world_size if sync.world_size > 1 else None)
+            announce(est, sync.is_writer)
         with torch.inference_mode():
-            store = run(m, [h.strip() for h in hooks.split(",") if h.strip()], tokens, out, corpus=corpus,
+            store = run(m, hook_list, tokens, out, corpus=corpus,
                         seq_len=seq_len, batch_size=batch_size, tokenizer=tokenizer, shard_rows=shard_rows,
                         seed=seed, model_name=model, dtype=dtype)
         if sync.is_writer:
@@ -93,6 +106,7 @@ def train(
                                   "weights and Adam; several times faster on CPUs with AMX)."),
     distribute_hooks: bool = typer.Option(False, "--distribute-hooks", help="One dictionary per --hook, in "
                                           "OUT/<hook>/; under torchrun each rank trains its share of the hooks."),
+    no_estimate: bool = typer.Option(False, "--no-estimate", help="Skip the RAM/speed estimate and its check."),
 ) -> None:
     """Train a dictionary on harvested activations (rerun the same command to resume)."""
     from mechscope.distributed import init_from_env
@@ -106,7 +120,7 @@ def train(
     with fail_cleanly():
         sync = init_from_env()
         common = dict(d_sae=d_sae, options=options, batch_size=batch_size, steps=steps, epochs=epochs, lr=lr,
-                      buffer_rows=buffer_rows, seed=seed, precision=precision)
+                      buffer_rows=buffer_rows, seed=seed, precision=precision, estimate=not no_estimate)
         if distribute_hooks:
             if not hook:
                 raise ConfigError("--distribute-hooks needs the hooks to train, as --hook A --hook B ...")
@@ -198,3 +212,6 @@ def study(
         save_figure(pareto_figure(rows), figure)
     for r in rows:
         typer.echo(json.dumps({k: r[k] for k in ("arch", "option", "value", *EVAL_KEYS, "train_seconds")}))
+
+
+from mechscope.cli import dict_scale  # noqa: E402,F401  (registers `dict stream`, `dict scaling`, `dict splits`)

@@ -52,15 +52,27 @@ def harvest_distributed(model: Any, hooks: Sequence[str], n_tokens: int, out: st
                         model_name: str | None = None, progress: bool = True, dtype: str = "float32") -> Any:
     """``experiments.dictionaries.harvest`` with the shards dealt over the ranks of ``sync``."""
     from mechscope.activations.sharded import harvest_sharded
+
+    src = corpus_source(model, hooks, corpus=corpus, seq_len=seq_len, batch_size=batch_size, tokenizer=tokenizer,
+                        seed=seed)
+    return harvest_sharded(src, out, n_tokens, sync=sync, shard_rows=shard_rows, progress=progress, dtype=dtype,
+                           metadata=harvest_metadata(model, model_name, corpus))
+
+
+def corpus_source(model: Any, hooks: Sequence[str], *, corpus: str, seq_len: int, batch_size: int, tokenizer: str,
+                  seed: int) -> Any:
+    """The ``ActivationSource`` ``dict harvest`` reads: the corpus's training split, shuffled chunks."""
     from mechscope.activations.source import ActivationSource, SourceConfig
     from mechscope.experiments.dictionaries import corpus_split
 
     split = corpus_split(model, corpus, "train", tokenizer)
-    src = ActivationSource(model, hooks, split, SourceConfig(seq_len=seq_len, batch_size=batch_size, seed=seed))
+    return ActivationSource(model, hooks, split, SourceConfig(seq_len=seq_len, batch_size=batch_size, seed=seed))
+
+
+def harvest_metadata(model: Any, model_name: str | None, corpus: str) -> dict[str, Any]:
+    """The free metadata ``dict harvest`` records in a store's manifest."""
     model_dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    return harvest_sharded(src, out, n_tokens, sync=sync, shard_rows=shard_rows, progress=progress, dtype=dtype,
-                           metadata={"model": model_name, "corpus": corpus, "split": "train",
-                                     "model_dtype": model_dtype})
+    return {"model": model_name, "corpus": corpus, "split": "train", "model_dtype": model_dtype}
 
 
-__all__ = ["harvest_distributed", "hook_dir", "train_hooks"]
+__all__ = ["corpus_source", "harvest_distributed", "harvest_metadata", "hook_dir", "train_hooks"]

@@ -14,7 +14,7 @@ from mechscope.dictionaries.base import Dictionary, DictionaryConfig
 from mechscope.errors import ConfigError, close_matches
 
 _REGISTRY: dict[str, type[Dictionary]] = {}
-_BUILTIN = ("relu", "topk", "batchtopk", "jumprelu", "gated", "transcoder", "crosscoder")
+_BUILTIN = ("relu", "topk", "batchtopk", "jumprelu", "gated", "transcoder", "crosscoder", "matryoshka")
 
 
 def register(cls: type[Dictionary]) -> type[Dictionary]:

@@ -66,3 +66,105 @@ def stream(
                                 spill=spill, shard_rows=shard_rows, model_name=model, estimate=not no_estimate)
     typer.echo(json.dumps({"out": str(out / "dictionary"), "arch": d.cfg.architecture, "d_in": d.cfg.d_in,
                            "d_sae": d.cfg.d_sae, "hook": d.cfg.hook_name, "spill": None if spill is None else str(spill)}))
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(float(v)) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise ConfigError(f"{what} must be comma-separated numbers, got {text!r}") from e
+    if not vals or min(vals) <= 0:
+        raise ConfigError(f"{what} must be positive numbers, got {text!r}")
+    return vals
+
+
+@app.command()
+def scaling(
+    results: Path | None = typer.Option(None, "--results", help="Fit an existing sweep's results.json (no training)."),
+    store: Path | None = typer.Option(None, "--store", help="Harvested store to train the sweep on."),
+    out: Path = typer.Option(Path("runs/scaling"), "--out", help="Sweep directory (runs are reused when rerun)."),
+    model: str = typer.Option("smollm2-135m", "--model", help="Model for the held-out rows (validation split)."),
+    hook: str | None = typer.Option(None, "--hook", help="Hook (default: the store's first)."),
+    widths: str = typer.Option("512,1024,2048", "--widths", help="Comma-separated dictionary widths."),
+    tokens: str = typer.Option("50000,100000,200000", "--tokens", help="Comma-separated training tokens."),
+    k: int = typer.Option(32, "--k", help="TopK active latents."),
+    batch_size: int = typer.Option(1024, "--batch-size", help="Tokens per step."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate."),
+    eval_rows: int = typer.Option(8192, "--eval-rows", help="Held-out rows every run is evaluated on."),
+    corpus: str = typer.Option("stdlib-docs", "--corpus", help="Corpus of the held-out rows."),
+    precision: str = typer.Option("float32", "--precision", help="float32 | bfloat16."),
+    bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap resamples for the CIs."),
+    figure: Path | None = typer.Option(None, "--figure", help="Write loss-vs-compute and loss-vs-width (PNG) here."),
+    with_splits: bool = typer.Option(False, "--splits", help="Also match latents across consecutive widths."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Width x tokens sweep of TopK SAEs and the fitted scaling laws (exponents with confidence intervals)."""
+    from mechscope.dictionaries.scaling import scaling_summary
+
+    with fail_cleanly():
+        if results is not None:
+            rows = json.loads(Path(results).read_text())
+            d_in = int(rows[0].get("d_in", 1)) if rows else 1  # compute's constant; exponents do not depend on it
+        else:
+            if store is None:
+                raise ConfigError("give --store (to run the sweep) or --results (to fit a finished one)")
+            import torch
+
+            from mechscope.activations.store import ActivationStore
+            from mechscope.experiments.scaling import held_out_rows, run_sweep
+
+            st = ActivationStore.open(store)
+            h = hook or st.hooks[0]
+            d_in = int(st.manifest["hooks"][h][-1])
+            m = load_model(model)
+            with torch.inference_mode():
+                held, ids = held_out_rows(m, h, corpus=corpus, n_rows=eval_rows)
+            held = held.clone()
+            rows = run_sweep(store, out, held, widths=_ints(widths, "--widths"), tokens=_ints(tokens, "--tokens"),
+                             k=k, batch_size=batch_size, lr=lr, precision=precision, progress=not as_json)
+        summary = scaling_summary(rows, d_in, n_boot=bootstrap)
+        if results is None and with_splits:
+            from mechscope.experiments.dictionaries import load_dictionary_dir
+            from mechscope.experiments.scaling import splits
+
+            tok = getattr(m, "tokenizer", None)
+            top_t = max(r["tokens"] for r in rows)
+            ws = sorted({r["width"] for r in rows})
+            runs = {r["width"]: r["run"] for r in rows if r["tokens"] == top_t}
+            summary["splits"] = [{"small": a, "large": b} | splits(
+                load_dictionary_dir(out / runs[a]), load_dictionary_dir(out / runs[b]), held, ids,
+                decode=tok.decode if tok is not None else None) for a, b in zip(ws, ws[1:]) if a in runs and b in runs]
+        if results is None:
+            (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        if figure is not None:
+            from mechscope.viz.report import save_figure
+
+            save_figure(_scaling_figure(rows, summary), figure)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1))
+    else:
+        s = summary["surface"]
+        typer.echo(f"L(N, D) = {s['E']:.4f} + {s['A']:.3g}/N^{s['alpha']:.3f} + {s['B']:.3g}/D^{s['beta']:.3f}  "
+                   f"alpha CI {s['alpha_ci']}, beta CI {s['beta_ci']}; N_opt ~ C^{s['width_exponent']:.3f} "
+                   f"CI {s['width_exponent_ci']}")
+
+
+def _scaling_figure(rows: list[dict[str, float]], summary: dict[str, object]) -> object:
+    from mechscope.viz.report import new_figure
+
+    fig = new_figure(10, 4)
+    ax1, ax2 = fig.subplots(1, 2)
+    d_in = int(summary["d_in"])  # type: ignore[call-overload]
+    for w in sorted({r["width"] for r in rows}):
+        pts = sorted((r for r in rows if r["width"] == w), key=lambda r: r["tokens"])
+        ax1.plot([6 * r["tokens"] * w * d_in for r in pts], [r["loss"] for r in pts], marker="o", label=f"N={w}")
+    front = summary["frontier"]
+    ax1.plot([r["compute"] for r in front], [r["loss"] for r in front], "k--", alpha=0.5, label="frontier")  # type: ignore[attr-defined]
+    ax1.set(xscale="log", yscale="log", xlabel="compute (6·D·N·d_in FLOPs)", ylabel="held-out FVU")
+    ax1.legend(fontsize=7)
+    for t in sorted({r["tokens"] for r in rows}):
+        pts = sorted((r for r in rows if r["tokens"] == t), key=lambda r: r["width"])
+        ax2.plot([r["width"] for r in pts], [r["dead_fraction"] for r in pts], marker="o", label=f"D={t:,}")
+    ax2.set(xscale="log", xlabel="width N (latents)", ylabel="dead fraction (held-out)")
+    ax2.legend(fontsize=7)
+    return fig

@@ -4,8 +4,8 @@
   computed (tensor names, dtype, shape, offsets: :func:`safetensors_bytes` rebuilds it), and the manifest
   (and, for a distributed harvest, the per-shard receipts) is JSON whose content is known too, so
   :func:`store_bytes` is the byte count the directory will hold (a test checks it against real harvests).
-* **Peak RAM — an upper-bound model**, from the sizes that dominate: model weights, one forward batch's
-  activations, the shard being assembled (twice: it is concatenated before writing); for training the
+* **Peak RAM — a model**: this process's resident peak so far (runtime, loaded model and its load
+  transients, measured) plus the sizes that dominate the run: one forward batch's activations, the shard being assembled (twice: it is concatenated before writing); for training the
   dictionary with gradients and two Adam moments, the mixing buffer (three copies while it shuffles) and a
   step's ``[batch d_sae]`` temporaries. It is a model, not a measurement: the docs compare it with ``ru_maxrss``.
 * **Tokens/s — measured** by a short calibration on this machine: two timed forward batches of the real
@@ -161,8 +161,11 @@ def announce(est: Estimate, show: bool = True) -> Estimate:
     return check_fits(est)
 
 
-def _param_bytes(model: Any) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+def process_peak_rss() -> int:
+    """This process's resident-memory peak so far (bytes): the runtime, the loaded model, its load transients."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def harvest_estimate(src: Any, n_tokens: int, out: str | os.PathLike[str], *, shard_rows: int, dtype: str,
@@ -176,7 +179,7 @@ def harvest_estimate(src: Any, n_tokens: int, out: str | os.PathLike[str], *, sh
     cfg, mcfg = src.cfg, src.model.cfg
     seq = cfg.seq_len
     fwd = cfg.batch_size * seq * (mcfg.d_model * 16 + 2 * getattr(mcfg, "n_heads", 1) * seq) * 4  # residual + attn
-    peak = _param_bytes(src.model) + fwd + 2 * (shard_rows + cfg.batch_size * seq) * row
+    peak = process_peak_rss() + fwd + 2 * (shard_rows + cfg.batch_size * seq) * row
     rate = None
     if calibrate:
         rate = _time_forward(src)
@@ -211,7 +214,7 @@ def train_estimate(dictionary: Any, n_tokens: int, out: str | os.PathLike[str], 
     params = sum(p.numel() * p.element_size() for p in dictionary.parameters())
     step_tmp = batch_size * cfg.d_sae * 4 * 4 + batch_size * row_bytes * 4
     read_block = min(8192, max(n_tokens, 1)) * row_bytes * 2
-    peak = 4 * params + 3 * max(buffer_rows, 2 * batch_size) * row_bytes + step_tmp + read_block
+    peak = process_peak_rss() + 4 * params + 3 * max(buffer_rows, 2 * batch_size) * row_bytes + step_tmp + read_block
     tokens = steps * batch_size if steps else n_tokens
     rate = _time_steps(dictionary, batch_size, precision) if calibrate else None
     ckpt = 3 * params  # weights + two Adam moments per checkpoint

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -133,7 +134,7 @@ def scaling(
             runs = {r["width"]: r["run"] for r in rows if r["tokens"] == top_t}
             summary["splits"] = [{"small": a, "large": b} | splits(
                 load_dictionary_dir(out / runs[a]), load_dictionary_dir(out / runs[b]), held, ids,
-                decode=tok.decode if tok is not None else None) for a, b in zip(ws, ws[1:]) if a in runs and b in runs]
+                decode=tok.to_string if tok is not None else None) for a, b in zip(ws, ws[1:]) if a in runs and b in runs]
         if results is None:
             (out / "summary.json").write_text(json.dumps(summary, indent=1))
         if figure is not None:
@@ -168,3 +169,44 @@ def _scaling_figure(rows: list[dict[str, float]], summary: dict[str, object]) ->
     ax2.set(xscale="log", xlabel="width N (latents)", ylabel="dead fraction (held-out)")
     ax2.legend(fontsize=7)
     return fig
+
+
+@app.command("absorption")
+def absorption_cmd(
+    dictionaries: list[Path] = typer.Argument(..., help="Dictionary or run directories (same hook) to compare."),
+    model: str = typer.Option("smollm2-135m", "--model", help="Model whose tokens and activations are probed."),
+    hook: str | None = typer.Option(None, "--hook", help="Hook (default: the first dictionary's)."),
+    corpus: str = typer.Option("stdlib-docs", "--corpus", help="Corpus whose validation split is used."),
+    eval_rows: int = typer.Option(16384, "--eval-rows", help="Held-out rows (only first-letter word tokens count)."),
+    cos_threshold: float = typer.Option(0.1, "--cos-threshold", help="Decoder-probe cosine of an absorbing latent."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Feature absorption on a first-letter task (probe + main latent per letter) for each dictionary."""
+    import torch
+
+    from mechscope.dictionaries.absorption import absorption, first_letters
+    from mechscope.experiments.dictionaries import load_dictionary_dir
+    from mechscope.experiments.scaling import held_out_rows
+
+    with fail_cleanly():
+        ds = [load_dictionary_dir(p) for p in dictionaries]
+        h = hook or ds[0].cfg.hook_name
+        if h is None:
+            raise ConfigError("the dictionary does not record its hook; pass --hook")
+        m = load_model(model)
+        if getattr(m, "tokenizer", None) is None:
+            raise ConfigError(f"{model} has no tokenizer; the first-letter task needs one")
+        with torch.inference_mode():
+            rows, ids = held_out_rows(m, h, corpus=corpus, n_rows=eval_rows)
+        rows = rows.clone()
+        letters = first_letters(ids, m.tokenizer.to_string)
+        report: dict[str, Any] = {"hook": h, "eval_rows": eval_rows, "letter_rows": int((letters != "").sum()), "dictionaries": [
+            {"path": str(p), "arch": d.cfg.architecture, "d_sae": d.cfg.d_sae}
+            | absorption(d, rows, letters, cos_threshold=cos_threshold) for p, d in zip(dictionaries, ds)]}
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+    else:
+        for r in report["dictionaries"]:
+            typer.echo(f"{r['arch']:>11} d_sae={r['d_sae']}: probe acc {r['probe_accuracy']:.3f}, main-latent F1 "
+                       f"{r['mean_main_f1']:.3f}, false negatives {r['false_negative_rate']:.3f}, absorbed "
+                       f"{r['absorption_rate']:.3f} ({r['letters']} letters, {r['rows']} rows)")

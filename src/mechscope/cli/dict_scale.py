@@ -97,6 +97,9 @@ def scaling(
     bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap resamples for the CIs."),
     figure: Path | None = typer.Option(None, "--figure", help="Write loss-vs-compute and loss-vs-width (PNG) here."),
     with_splits: bool = typer.Option(False, "--splits", help="Also match latents across consecutive widths."),
+    seed_per_width: bool = typer.Option(False, "--seed-per-width", help="Initialise each width from its own seed "
+                                        "(needed for --splits: a shared seed makes wider decoders start with the "
+                                        "narrower one's rows)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Width x tokens sweep of TopK SAEs and the fitted scaling laws (exponents with confidence intervals)."""
@@ -122,7 +125,8 @@ def scaling(
                 held, ids = held_out_rows(m, h, corpus=corpus, n_rows=eval_rows)
             held = held.clone()
             rows = run_sweep(store, out, held, widths=_ints(widths, "--widths"), tokens=_ints(tokens, "--tokens"),
-                             k=k, batch_size=batch_size, lr=lr, precision=precision, progress=not as_json)
+                             k=k, batch_size=batch_size, lr=lr, precision=precision, progress=not as_json,
+                             seed_per_width=seed_per_width)
         summary = scaling_summary(rows, d_in, n_boot=bootstrap)
         if results is None and with_splits:
             from mechscope.experiments.dictionaries import load_dictionary_dir

@@ -63,8 +63,12 @@ def evaluate_rows(d: Any, rows: Tensor, batch: int = 2048) -> dict[str, float]:
 
 def run_sweep(store_dir: str | Path, out_dir: str | Path, eval_rows: Tensor, *, widths: Sequence[int],
               tokens: Sequence[int], arch: str = "topk", k: int = 32, batch_size: int = 1024, lr: float = 1e-3,
-              precision: str = "float32", progress: bool = True) -> list[dict[str, Any]]:
-    """Train and evaluate every (width, tokens) cell; returns its rows and merges them into ``results.json``."""
+              precision: str = "float32", progress: bool = True, seed_per_width: bool = False) -> list[dict[str, Any]]:
+    """Train and evaluate every (width, tokens) cell; returns its rows and merges them into ``results.json``.
+
+    ``seed_per_width``: initialise each width from its own seed (the width). With one shared seed a wider
+    dictionary's initial decoder starts with the narrower one's rows, which biases latent matching across widths.
+    """
     import time
 
     from mechscope.experiments.dictionaries import load_dictionary_dir, train_on_store
@@ -77,7 +81,8 @@ def run_sweep(store_dir: str | Path, out_dir: str | Path, eval_rows: Tensor, *, 
             steps = max(1, t // batch_size)
             t0 = time.time()
             if not (run / "dictionary" / "config.json").is_file():
-                train_on_store(store_dir, run, arch, d_sae=w, options={"k": k}, batch_size=batch_size, steps=steps,
+                train_on_store(store_dir, run, arch, d_sae=w, options={"k": k, "seed": w if seed_per_width else 0},
+                               batch_size=batch_size, steps=steps,
                                lr=lr, precision=precision, progress=progress)
             d = load_dictionary_dir(run)
             rows.append({"width": w, "tokens": steps * batch_size, "run": run.name, "d_in": d.cfg.d_in,

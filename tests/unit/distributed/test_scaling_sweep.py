@@ -36,5 +36,9 @@ def test_tiny_sweep_and_cli(tmp_path: Path) -> None:
     out = json.loads(res.stdout)
     assert out["n_runs"] == 6 and out["d_in"] == 32 and "alpha_ci" in out["surface"]
     assert (tmp_path / "s.png").stat().st_size > 1000
+    run_sweep(tmp_path / "store", tmp_path / "seeded", held, widths=[8, 16], tokens=[32], k=2, batch_size=32,
+              progress=False, seed_per_width=True)
+    assert [load_dictionary_dir(tmp_path / "seeded" / f"w{n}-t32").cfg.seed for n in (8, 16)] == [8, 16]
+    assert small.cfg.seed == large.cfg.seed == 0
     res = CliRunner().invoke(app, ["dict", "scaling"])
     assert res.exit_code == 2 and "--store" in res.output

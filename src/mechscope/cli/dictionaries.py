@@ -7,11 +7,16 @@
 
 ``harvest`` and ``train`` resume when rerun with the same ``--out``. ``train`` accepts every registered
 architecture; options that do not apply to it (``--k`` for ``relu``) are refused.
+
+Launched under ``torchrun`` (``RANK``/``WORLD_SIZE`` set), the same commands run distributed: ``harvest``
+deals the shards over the ranks, ``train`` is data parallel (or hookpoint parallel with
+``--distribute-hooks``); see docs/scaling.md.
 """
 
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -40,22 +45,41 @@ def harvest(
     model_dtype: str = typer.Option("float32", "--model-dtype", help="float32 | bfloat16: run the model in this dtype "
                                     "(bf16 is several times faster on CPUs with AMX; recorded in the manifest)."),
     dtype: str = typer.Option("float32", "--dtype", help="Store dtype: float32 | bfloat16 | float16."),
+    no_estimate: bool = typer.Option(False, "--no-estimate", help="Skip the size/RAM/speed estimate and its check."),
 ) -> None:
     """Stream a corpus through the model and store activations of HOOKS (one pass, stops after the last block)."""
     import torch
 
+    from mechscope.distributed import init_from_env
     from mechscope.experiments.dictionaries import harvest as run
+    from mechscope.experiments.scale import harvest_distributed
 
     with fail_cleanly():
+        sync = init_from_env()
+        if sync.world_size > 1:
+            run = partial(harvest_distributed, sync=sync, progress=sync.is_writer)  # type: ignore[assignment]
         if model_dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"--model-dtype must be float32 or bfloat16, got {model_dtype!r}")
         m = load_model(model).to(getattr(torch, model_dtype))
+        hook_list = [h.strip() for h in hooks.split(",") if h.strip()]
+        if not no_estimate:
+            from mechscope.experiments.estimate import announce, harvest_estimate
+            from mechscope.experiments.scale import corpus_source, harvest_metadata
+
+            src = corpus_source(m, hook_list, corpus=corpus, seq_len=seq_len, batch_size=batch_size,
+                                tokenizer=tokenizer, seed=seed)
+            with torch.inference_mode():
+                est = harvest_estimate(src, tokens, out, shard_rows=shard_rows, dtype=dtype,
+                                       metadata=harvest_metadata(m, model, corpus),
+                                       world_size=sync.world_size if sync.world_size > 1 else None)
+            announce(est, sync.is_writer)
         with torch.inference_mode():
-            store = run(m, [h.strip() for h in hooks.split(",") if h.strip()], tokens, out, corpus=corpus,
+            store = run(m, hook_list, tokens, out, corpus=corpus,
                         seq_len=seq_len, batch_size=batch_size, tokenizer=tokenizer, shard_rows=shard_rows,
                         seed=seed, model_name=model, dtype=dtype)
-        typer.echo(json.dumps({"out": str(out), "rows": store.n_rows, "hooks": store.hooks,
-                               "shards": len(store.manifest["shards"])}))
+        if sync.is_writer:
+            typer.echo(json.dumps({"out": str(out), "rows": store.n_rows, "hooks": store.hooks,
+                                   "shards": len(store.manifest["shards"]), "world_size": sync.world_size}))
 
 
 @app.command()
@@ -80,18 +104,36 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Seed of data order and initialisation."),
     precision: str = typer.Option("float32", "--precision", help="float32 | bfloat16 (autocast matmuls, float32 "
                                   "weights and Adam; several times faster on CPUs with AMX)."),
+    distribute_hooks: bool = typer.Option(False, "--distribute-hooks", help="One dictionary per --hook, in "
+                                          "OUT/<hook>/; under torchrun each rank trains its share of the hooks."),
+    no_estimate: bool = typer.Option(False, "--no-estimate", help="Skip the RAM/speed estimate and its check."),
 ) -> None:
     """Train a dictionary on harvested activations (rerun the same command to resume)."""
+    from mechscope.distributed import init_from_env
     from mechscope.experiments.dictionaries import train_on_store
+    from mechscope.experiments.scale import train_hooks
 
     options: dict[str, object] = {"k": k, "l1_coefficient": l1, "l0_coefficient": l0, "init_threshold": init_threshold,
                                   "normalize_activations": normalize, "seed": seed}
     if arch == "crosscoder" and hook:
         options["hook_names"] = tuple(hook)  # recorded so `dict eval` can splice it without --hook
     with fail_cleanly():
-        d = train_on_store(activations, out, arch, d_sae=d_sae, options=options, hooks=hook, batch_size=batch_size,
-                           steps=steps, epochs=epochs, lr=lr, buffer_rows=buffer_rows, seed=seed,
-                           precision=precision)
+        sync = init_from_env()
+        common = dict(d_sae=d_sae, options=options, batch_size=batch_size, steps=steps, epochs=epochs, lr=lr,
+                      buffer_rows=buffer_rows, seed=seed, precision=precision, estimate=not no_estimate)
+        if distribute_hooks:
+            if not hook:
+                raise ConfigError("--distribute-hooks needs the hooks to train, as --hook A --hook B ...")
+            runs = train_hooks(activations, out, arch, hooks=hook, sync=sync, progress=sync.is_writer,
+                               **common)  # type: ignore[arg-type]
+            if sync.is_writer:
+                typer.echo(json.dumps({"out": str(out), "arch": arch, "runs": {h: str(p) for h, p in runs.items()},
+                                       "world_size": sync.world_size}))
+            return
+        d = train_on_store(activations, out, arch, hooks=hook, sync=sync, progress=sync.is_writer,
+                           **common)  # type: ignore[arg-type]
+    if not sync.is_writer:
+        return
     typer.echo(json.dumps({"out": str(out / "dictionary"), "arch": d.cfg.architecture, "d_in": d.cfg.d_in,
                            "d_sae": d.cfg.d_sae, "hook": d.cfg.hook_name}))
 
@@ -170,3 +212,6 @@ def study(
         save_figure(pareto_figure(rows), figure)
     for r in rows:
         typer.echo(json.dumps({k: r[k] for k in ("arch", "option", "value", *EVAL_KEYS, "train_seconds")}))
+
+
+from mechscope.cli import dict_scale  # noqa: E402,F401  (registers `dict stream`, `dict scaling`, `dict splits`)

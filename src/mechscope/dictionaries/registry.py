@@ -14,7 +14,8 @@ from mechscope.errors import ConfigError, close_matches
 from mechscope.validation import build
 
 _REGISTRY: dict[str, type[Dictionary]] = {}
-_BUILTIN = ("relu", "topk", "batchtopk", "jumprelu", "gated", "transcoder", "crosscoder", "clt")
+_BUILTIN = ("relu", "topk", "batchtopk", "jumprelu", "gated", "transcoder", "crosscoder", "clt",
+            "matryoshka")
 
 
 def register(cls: type[Dictionary]) -> type[Dictionary]:

@@ -94,12 +94,34 @@ def build_dictionary(arch: str, *, d_in: int, d_sae: int, hook_name: str | None,
     return create(cls(d_in=d_in, d_sae=d_sae, hook_name=hook_name, model_name=model_name, **given))
 
 
+def read_block_rows(n_rows: int) -> int:
+    """Rows per block read into the mixing buffer (a store drops a short final block: keep blocks <= its rows)."""
+    return max(1, min(8192, n_rows))
+
+
+def dictionary_for(arch: str, names: Sequence[str], widths: Sequence[int], *, d_sae: int,
+                   options: dict[str, Any] | None, model_name: str | None) -> Dictionary:
+    """A fresh ``arch`` dictionary reading hooks ``names`` of row widths ``widths`` (as ``dict train`` builds it)."""
+    opts = {"normalize_activations": "expected_norm", **(options or {})}
+    if arch == "transcoder":
+        opts |= {"d_out": int(widths[1]), "target_hook_name": names[1]}
+    if arch == "crosscoder":
+        opts["n_layers"] = len(names)
+    return build_dictionary(arch, d_in=int(widths[0]), d_sae=d_sae, hook_name=names[0] if arch != "crosscoder" else None,
+                            model_name=model_name, options=opts)
+
+
 def _stream(store: Any, hooks: list[str], kind: str, batch_size: int, capacity: int, seed: int,
-            epochs: int) -> Iterator[Tensor | tuple[Tensor, ...]]:
+            epochs: int, shuffle_shards: bool = True) -> Iterator[Tensor | tuple[Tensor, ...]]:
+    blocks = store.batches(read_block_rows(store.n_rows), hooks=hooks, shuffle_shards=shuffle_shards, seed=seed,
+                           epochs=epochs)
+    return mix(blocks, kind, batch_size, capacity, seed)
+
+
+def mix(blocks: Any, kind: str, batch_size: int, capacity: int, seed: int) -> Iterator[Tensor | tuple[Tensor, ...]]:
+    """Training batches from row blocks through the mixing buffer (crosscoders stack their hooks)."""
     from mechscope.activations.buffer import mixing_buffer
 
-    block = max(1, min(8192, store.n_rows))  # the store drops a short final block: keep blocks <= its rows
-    blocks = store.batches(block, hooks=hooks, shuffle_shards=True, seed=seed, epochs=epochs)
     for b in mixing_buffer(blocks, capacity=capacity, batch_size=batch_size, seed=seed):
         if kind == "crosscoder":
             yield torch.stack(list(b), dim=1)
@@ -111,15 +133,19 @@ def train_on_store(store_dir: str | Path, out_dir: str | Path, arch: str, *, d_s
                    options: dict[str, Any] | None = None, hooks: Sequence[str] | None = None,
                    batch_size: int = 4096, steps: int | None = None, epochs: int = 1, lr: float = 4e-4,
                    buffer_rows: int = 2**17, seed: int = 0, progress: bool = True,
-                   precision: str = "float32") -> Dictionary:
+                   precision: str = "float32", sync: Any = None, shuffle_shards: bool = True,
+                   estimate: bool = False) -> Dictionary:
     """Train an ``arch`` dictionary on a store (resumes if ``out_dir`` holds a checkpoint).
 
     ``hooks``: one hook (SAE variants), ``[input, target]`` (transcoder) or several (crosscoder);
     default: the store's only hook. ``steps`` defaults to one pass over ``epochs`` x the store.
     ``precision``: ``float32`` or ``bfloat16`` (autocast; see ``TrainerConfig.precision``).
+    ``sync``: a ``mechscope.distributed.Sync`` for data-parallel training (every rank reads the same global
+    batches and steps on its share; default: one process). ``estimate``: print what the run needs (peak RAM,
+    tokens/s from a 3-step calibration) to stderr first and refuse a run that cannot fit (``estimate.py``).
     """
     from mechscope.activations.store import ActivationStore
-    from mechscope.dictionaries.train import Trainer, TrainerConfig
+    from mechscope.dictionaries.train import Trainer
 
     store = ActivationStore.open(store_dir)
     names = list(hooks) if hooks else store.hooks[:1]
@@ -128,28 +154,44 @@ def train_on_store(store_dir: str | Path, out_dir: str | Path, arch: str, *, d_s
     if any(h not in store.manifest["hooks"] for h in names):
         raise ConfigError(f"hooks {names} are not all in the store; it has {store.hooks}")
     widths = [int(store.manifest["hooks"][h][-1]) for h in names]
-    opts = {"normalize_activations": "expected_norm", **(options or {})}
-    if arch == "transcoder":
-        opts |= {"d_out": widths[1], "target_hook_name": names[1]}
-    if arch == "crosscoder":
-        opts["n_layers"] = len(names)
     meta = store.manifest["metadata"]
-    d = build_dictionary(arch, d_in=int(widths[0]), d_sae=d_sae, hook_name=names[0] if arch != "crosscoder" else None,
-                         model_name=meta.get("source", {}).get("metadata", {}).get("model"), options=opts)
+    d = dictionary_for(arch, names, widths, d_sae=d_sae, options=options,
+                       model_name=meta.get("source", {}).get("metadata", {}).get("model"))
     total = steps or max(1, store.n_rows * epochs // batch_size)
-    cfg = TrainerConfig(total_steps=total, lr=lr, lr_warmup_steps=min(50, total // 10),
-                        lr_decay_steps=total // 5, sparsity_warmup_steps=total // 20,
-                        dead_window_tokens=max(batch_size, min(1_000_000, total * batch_size // 4)),
-                        out_dir=str(out_dir), checkpoint_every=max(1, total // 4), progress=progress,
-                        seed=seed, precision=precision)
+    cfg = trainer_config(total, batch_size, lr=lr, out_dir=out_dir, seed=seed, precision=precision,
+                         progress=progress and (sync is None or sync.is_writer))
     data = _stream(store, names, arch, batch_size, max(buffer_rows, 2 * batch_size), seed,
-                   epochs=math.ceil(total * batch_size / max(store.n_rows, 1)) + 1)
-    trainer = Trainer(d, cfg)
+                   epochs=math.ceil(total * batch_size / max(store.n_rows, 1)) + 1, shuffle_shards=shuffle_shards)
+    from mechscope.distributed import LOCAL, rank_slices
+
+    sync = sync or LOCAL
+    if batch_size % sync.world_size:
+        raise ConfigError(f"--batch-size {batch_size} must be divisible by the world size {sync.world_size}")
+    if estimate:
+        from mechscope.experiments.estimate import announce, train_estimate
+
+        announce(train_estimate(d, store.n_rows * epochs, out_dir, batch_size=batch_size // sync.world_size,
+                                buffer_rows=max(buffer_rows, 2 * batch_size), row_bytes=4 * sum(widths), steps=total,
+                                precision=precision), sync.is_writer)
+    trainer = Trainer(d, cfg, sync)
+    data = rank_slices(data, sync)
     trainer.fit(data)  # type: ignore[arg-type]  # tuples are (input, target) pairs for transcoders
     if trainer.step < total:
         raise ConfigError(f"the activation stream ran out after {trainer.step} of {total} steps (store of "
                           f"{store.n_rows} rows, batch {batch_size}); the partial dictionary is in {out_dir}")
     return trainer.dictionary
+
+
+def trainer_config(total: int, batch_size: int, *, lr: float, out_dir: str | Path, seed: int, precision: str,
+                   progress: bool) -> Any:
+    """The ``TrainerConfig`` of ``dict train`` runs (schedules scaled to ``total`` steps)."""
+    from mechscope.dictionaries.train import TrainerConfig
+
+    return TrainerConfig(total_steps=total, lr=lr, lr_warmup_steps=min(50, total // 10),
+                         lr_decay_steps=total // 5, sparsity_warmup_steps=total // 20,
+                         dead_window_tokens=max(batch_size, min(1_000_000, total * batch_size // 4)),
+                         out_dir=str(out_dir), checkpoint_every=max(1, total // 4), progress=progress,
+                         seed=seed, precision=precision)
 
 
 def load_dictionary_dir(path: str | Path) -> Dictionary:

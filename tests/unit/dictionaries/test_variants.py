@@ -15,7 +15,8 @@ X = torch.randn(5, D_IN)
 
 
 def test_registry_lists_all_variants() -> None:
-    assert architectures() == ["batchtopk", "clt", "crosscoder", "gated", "jumprelu", "relu", "topk", "transcoder"]
+    assert architectures() == ["batchtopk", "clt", "crosscoder", "gated", "jumprelu", "matryoshka", "relu", "topk",
+                               "transcoder"]
 
 
 def test_relu_formula() -> None:

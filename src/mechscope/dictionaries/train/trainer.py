@@ -32,6 +32,7 @@ from mechscope.dictionaries import io
 from mechscope.dictionaries.base import Dictionary, TrainContext, TrainOutput
 from mechscope.dictionaries.train import checkpoints as ckpt
 from mechscope.dictionaries.train.config import TrainerConfig
+from mechscope.distributed import LOCAL, Sync
 from mechscope.errors import ModelFileError, ShapeError
 from mechscope.io_safety import crash_point, dir_lock
 
@@ -57,9 +58,10 @@ class Trainer:
         >>> trained = Trainer(sae, TrainerConfig(total_steps=5, progress=False)).fit(batches)
     """
 
-    def __init__(self, dictionary: Dictionary, cfg: TrainerConfig) -> None:
+    def __init__(self, dictionary: Dictionary, cfg: TrainerConfig, sync: Sync = LOCAL) -> None:
         self.dictionary = dictionary
         self.cfg = cfg
+        self.sync = sync  # data parallel: each rank steps on its share of the global batch (distributed.py)
         self.optimizer = torch.optim.Adam(dictionary.parameters(), lr=cfg.lr,
                                           betas=(cfg.adam_beta1, cfg.adam_beta2))
         self.step = 0
@@ -67,6 +69,7 @@ class Trainer:
         self.tokens_since_fired = torch.zeros(dictionary.cfg.d_sae, dtype=torch.int64)
         self.history: list[dict[str, float]] = []
         self.out_dir = Path(cfg.out_dir) if cfg.out_dir is not None else None
+        self._saved_step: int | None = None  # the step last checkpointed or restored (same on every rank)
 
     # -- public ---------------------------------------------------------------------------------------
     @property
@@ -76,7 +79,8 @@ class Trainer:
 
     def fit(self, data: Iterable[Batch]) -> Dictionary:
         """Train until ``total_steps`` (resuming from ``out_dir`` if it holds a checkpoint)."""
-        lock = dir_lock(self.out_dir, "dictionary training") if self.out_dir is not None else contextlib.nullcontext()
+        writes = self.out_dir is not None and self.sync.is_writer  # data parallel: rank 0 alone writes and locks
+        lock = dir_lock(self.out_dir, "dictionary training") if writes else contextlib.nullcontext()
         with lock:
             return self._fit(data)
 
@@ -87,7 +91,7 @@ class Trainer:
         it: Iterator[Batch] = iter(data)
         if self.out_dir is not None and self.load_checkpoint() and self.cfg.skip_seen_batches:
             it = itertools.islice(it, self.step, None)
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.sync.is_writer:
             ckpt.truncate_metrics(self.out_dir, self.step)  # rows after the checkpoint are logged again
         if self.step == 0:
             it = self._initialise(it)
@@ -113,9 +117,12 @@ class Trainer:
         finally:
             bar.close()
         if self.out_dir is not None:
-            if ckpt.latest_step(self.out_dir) != self.step:  # the last step may already be checkpointed
+            if self._saved_step != self.step:  # the last step may already be checkpointed (decided in memory,
+                # so every rank takes the same branch and meets the same barriers)
                 self.save_checkpoint()
-            ckpt.publish_final(self.out_dir, lambda d: io.write_files(self.dictionary, d))
+            if self.sync.is_writer:
+                ckpt.publish_final(self.out_dir, lambda d: io.write_files(self.dictionary, d))
+            self.sync.barrier()
         return self.dictionary
 
     def train_step(self, x: Tensor, target: Tensor) -> TrainOutput:
@@ -126,6 +133,7 @@ class Trainer:
         with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16"):
             out = d.training_losses(x, target, ctx)
         out.loss.backward()
+        self.sync.all_reduce_grads(d.parameters())
         d.before_optimizer_step()
         if cfg.grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(d.parameters(), cfg.grad_clip_norm)
@@ -134,9 +142,9 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         d.after_optimizer_step()
-        n = x.shape[0]
+        n = x.shape[0] * self.sync.world_size
         self.tokens_since_fired += n
-        self.tokens_since_fired[out.fired.cpu() > 0] = 0
+        self.tokens_since_fired[self.sync.sum(out.fired).cpu() > 0] = 0
         self.tokens += n
         self.step += 1
         return out
@@ -148,14 +156,14 @@ class Trainer:
         head = list(itertools.islice(it, max(self.cfg.norm_estimate_batches, 1)))
         if not head:
             return it
-        xs = torch.cat([_split(b)[0] for b in head])
-        ts = torch.cat([_split(b)[1] for b in head])
+        xs = self.sync.gather_rows(torch.cat([_split(b)[0] for b in head]))
+        ts = self.sync.gather_rows(torch.cat([_split(b)[1] for b in head]))
         if d.cfg.normalize_activations == "expected_norm":
             d.check_input(xs)
             s_in = expected_norm_scale(xs, d.cfg.d_in)
             s_out = s_in if ts is xs or torch.equal(ts, xs) else expected_norm_scale(ts, ts.shape[-1])
             d.with_config(input_scale=s_in, output_scale=s_out)
-        d.init_b_dec(_split(head[0])[1])
+        d.init_b_dec(self.sync.gather_rows(_split(head[0])[1]))
         return itertools.chain(head, it)
 
     # -- logging ----------------------------------------------------------------------------------------
@@ -169,7 +177,7 @@ class Trainer:
                "dead_fraction": float(self.dead_mask.float().mean()), "lr": self.cfg.lr_at(self.step - 1),
                "sparsity_scale": self.cfg.sparsity_scale_at(self.step - 1), "tokens_per_s": tokens_per_s}
         self.history.append(row)
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.sync.is_writer:
             ckpt.append_metrics(self.out_dir, row)
         return row
 
@@ -178,11 +186,19 @@ class Trainer:
         """Write ``checkpoints/step-N`` atomically, point ``latest.json`` at it, then prune (``checkpoints.py``)."""
         if self.out_dir is None:
             raise ModelFileError("TrainerConfig.out_dir is None; set it to save checkpoints")
+        root = self.out_dir / "checkpoints"
+        if not self.sync.is_writer:  # every rank holds the same state; rank 0 writes it
+            self._saved_step = self.step
+            self.sync.barrier()
+            return root / f"step-{self.step:07d}"
         tensors, scalars = _optimizer_to_files(self.optimizer)
         tensors["tokens_since_fired"] = self.tokens_since_fired
         state = {"step": self.step, "tokens": self.tokens, "optimizer": scalars, "history": self.history[-1:]}
-        return ckpt.write_checkpoint(self.out_dir, self.step, lambda d: io.write_files(self.dictionary, d),
-                                     tensors, state, self.cfg.keep_checkpoints)
+        final = ckpt.write_checkpoint(self.out_dir, self.step, lambda d: io.write_files(self.dictionary, d),
+                                      tensors, state, self.cfg.keep_checkpoints)
+        self._saved_step = self.step
+        self.sync.barrier()
+        return final
 
     def load_checkpoint(self) -> bool:
         """Restore from the newest complete checkpoint in ``out_dir`` (``latest.json``'s); False if none."""
@@ -201,6 +217,7 @@ class Trainer:
         self.tokens_since_fired = tensors.pop("tokens_since_fired")
         self.optimizer.load_state_dict(_optimizer_from_files(tensors, state["optimizer"]))
         self.step, self.tokens = int(state["step"]), int(state["tokens"])
+        self._saved_step = self.step
         return True
 
 

@@ -1,0 +1,216 @@
+"""``mechscope dict stream``: train straight from the model (no store) — registered on the ``dict`` group.
+
+    mechscope dict stream --model smollm2-135m --hooks blocks.15.hook_resid_post --tokens 1000000 \\
+        --arch topk --k 32 --d-sae 4608 --out runs/topk-stream [--spill acts/]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from mechscope.cli.common import fail_cleanly, load_model
+from mechscope.cli.dictionaries import app
+from mechscope.errors import ConfigError
+
+
+@app.command()
+def stream(
+    model: str = typer.Option("smollm2-135m", "--model", help="Model name or path for mechscope.load."),
+    hooks: str = typer.Option(..., "--hooks", help="Comma-separated hooks the dictionary reads (transcoder: input,"
+                              "target; crosscoder: several)."),
+    tokens: int = typer.Option(..., "--tokens", help="Activation rows streamed (one pass)."),
+    out: Path = typer.Option(..., "--out", help="Run directory (checkpoints, metrics.jsonl, dictionary/)."),
+    arch: str = typer.Option("topk", "--arch", help="Any registered architecture (`mechscope dict archs`)."),
+    d_sae: int = typer.Option(4608, "--d-sae", help="Number of latents."),
+    k: int | None = typer.Option(None, "--k", help="Active latents (topk, batchtopk, matryoshka, transcoder)."),
+    l1: float | None = typer.Option(None, "--l1", help="L1 coefficient (relu, gated, crosscoder, transcoder)."),
+    normalize: str = typer.Option("expected_norm", "--normalize", help="expected_norm | none."),
+    batch_size: int = typer.Option(4096, "--batch-size", help="Tokens per step."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimiser steps (default: tokens / batch size)."),
+    lr: float = typer.Option(4e-4, "--lr", help="Peak Adam learning rate."),
+    buffer_rows: int = typer.Option(2**17, "--buffer-rows", help="Mixing-buffer capacity (rows)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of chunk order, data order and initialisation."),
+    precision: str = typer.Option("float32", "--precision", help="float32 | bfloat16 (training autocast)."),
+    corpus: str = typer.Option("stdlib-docs", "--corpus", help="Named corpus or a path."),
+    seq_len: int = typer.Option(128, "--seq-len", help="Tokens per sequence."),
+    seq_batch: int = typer.Option(16, "--seq-batch", help="Sequences per forward pass."),
+    tokenizer: str = typer.Option("auto", "--tokenizer", help="auto | smollm2 | bytes."),
+    spill: Path | None = typer.Option(None, "--spill", help="Also write the streamed rows to a new store here."),
+    shard_rows: int = typer.Option(65536, "--shard-rows", help="Rows per shard of the --spill store."),
+    no_estimate: bool = typer.Option(False, "--no-estimate", help="Skip the size/RAM/speed estimate and its check."),
+) -> None:
+    """Train a dictionary on activations streamed from the model through the mixing buffer (no harvest)."""
+    import torch
+
+    from mechscope.distributed import init_from_env
+    from mechscope.experiments.scale import corpus_source
+    from mechscope.experiments.streaming import train_streaming
+
+    hook_list = [h.strip() for h in hooks.split(",") if h.strip()]
+    options: dict[str, object] = {"k": k, "l1_coefficient": l1, "normalize_activations": normalize, "seed": seed}
+    if arch == "crosscoder":
+        options["hook_names"] = tuple(hook_list)
+    with fail_cleanly():
+        if init_from_env().world_size > 1:
+            raise ConfigError("`dict stream` runs on one process (every rank would redo the forward passes); under "
+                              "torchrun, `dict harvest` then `dict train`")
+        m = load_model(model)
+        src = corpus_source(m, hook_list, corpus=corpus, seq_len=seq_len, batch_size=seq_batch, tokenizer=tokenizer,
+                            seed=seed)
+        with torch.inference_mode(False):
+            d = train_streaming(src, out, arch, n_tokens=tokens, d_sae=d_sae, options=options, batch_size=batch_size,
+                                steps=steps, lr=lr, buffer_rows=buffer_rows, seed=seed, precision=precision,
+                                spill=spill, shard_rows=shard_rows, model_name=model, estimate=not no_estimate)
+    typer.echo(json.dumps({"out": str(out / "dictionary"), "arch": d.cfg.architecture, "d_in": d.cfg.d_in,
+                           "d_sae": d.cfg.d_sae, "hook": d.cfg.hook_name, "spill": None if spill is None else str(spill)}))
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(float(v)) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise ConfigError(f"{what} must be comma-separated numbers, got {text!r}") from e
+    if not vals or min(vals) <= 0:
+        raise ConfigError(f"{what} must be positive numbers, got {text!r}")
+    return vals
+
+
+@app.command()
+def scaling(
+    results: Path | None = typer.Option(None, "--results", help="Fit an existing sweep's results.json (no training)."),
+    store: Path | None = typer.Option(None, "--store", help="Harvested store to train the sweep on."),
+    out: Path = typer.Option(Path("runs/scaling"), "--out", help="Sweep directory (runs are reused when rerun)."),
+    model: str = typer.Option("smollm2-135m", "--model", help="Model for the held-out rows (validation split)."),
+    hook: str | None = typer.Option(None, "--hook", help="Hook (default: the store's first)."),
+    widths: str = typer.Option("512,1024,2048", "--widths", help="Comma-separated dictionary widths."),
+    tokens: str = typer.Option("50000,100000,200000", "--tokens", help="Comma-separated training tokens."),
+    k: int = typer.Option(32, "--k", help="TopK active latents."),
+    batch_size: int = typer.Option(1024, "--batch-size", help="Tokens per step."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate."),
+    eval_rows: int = typer.Option(8192, "--eval-rows", help="Held-out rows every run is evaluated on."),
+    corpus: str = typer.Option("stdlib-docs", "--corpus", help="Corpus of the held-out rows."),
+    precision: str = typer.Option("float32", "--precision", help="float32 | bfloat16."),
+    bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap resamples for the CIs."),
+    figure: Path | None = typer.Option(None, "--figure", help="Write loss-vs-compute and loss-vs-width (PNG) here."),
+    with_splits: bool = typer.Option(False, "--splits", help="Also match latents across consecutive widths."),
+    seed_per_width: bool = typer.Option(False, "--seed-per-width", help="Initialise each width from its own seed "
+                                        "(needed for --splits: a shared seed makes wider decoders start with the "
+                                        "narrower one's rows)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Width x tokens sweep of TopK SAEs and the fitted scaling laws (exponents with confidence intervals)."""
+    from mechscope.dictionaries.scaling import scaling_summary
+
+    with fail_cleanly():
+        if results is not None:
+            rows = json.loads(Path(results).read_text())
+            d_in = int(rows[0].get("d_in", 1)) if rows else 1  # compute's constant; exponents do not depend on it
+        else:
+            if store is None:
+                raise ConfigError("give --store (to run the sweep) or --results (to fit a finished one)")
+            import torch
+
+            from mechscope.activations.store import ActivationStore
+            from mechscope.experiments.scaling import held_out_rows, run_sweep
+
+            st = ActivationStore.open(store)
+            h = hook or st.hooks[0]
+            d_in = int(st.manifest["hooks"][h][-1])
+            m = load_model(model)
+            with torch.inference_mode():
+                held, ids = held_out_rows(m, h, corpus=corpus, n_rows=eval_rows)
+            held = held.clone()
+            rows = run_sweep(store, out, held, widths=_ints(widths, "--widths"), tokens=_ints(tokens, "--tokens"),
+                             k=k, batch_size=batch_size, lr=lr, precision=precision, progress=not as_json,
+                             seed_per_width=seed_per_width)
+        summary = scaling_summary(rows, d_in, n_boot=bootstrap)
+        if results is None and with_splits:
+            from mechscope.experiments.dictionaries import load_dictionary_dir
+            from mechscope.experiments.scaling import splits
+
+            tok = getattr(m, "tokenizer", None)
+            top_t = max(r["tokens"] for r in rows)
+            ws = sorted({r["width"] for r in rows})
+            runs = {r["width"]: r["run"] for r in rows if r["tokens"] == top_t}
+            summary["splits"] = [{"small": a, "large": b} | splits(
+                load_dictionary_dir(out / runs[a]), load_dictionary_dir(out / runs[b]), held, ids,
+                decode=tok.to_string if tok is not None else None) for a, b in zip(ws, ws[1:]) if a in runs and b in runs]
+        if results is None:
+            (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        if figure is not None:
+            from mechscope.viz.report import save_figure
+
+            save_figure(_scaling_figure(rows, summary), figure)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1))
+    else:
+        s = summary["surface"]
+        typer.echo(f"L(N, D) = {s['E']:.4f} + {s['A']:.3g}/N^{s['alpha']:.3f} + {s['B']:.3g}/D^{s['beta']:.3f}  "
+                   f"alpha CI {s['alpha_ci']}, beta CI {s['beta_ci']}; N_opt ~ C^{s['width_exponent']:.3f} "
+                   f"CI {s['width_exponent_ci']}")
+
+
+def _scaling_figure(rows: list[dict[str, float]], summary: dict[str, object]) -> object:
+    from mechscope.viz.report import new_figure
+
+    fig = new_figure(10, 4)
+    ax1, ax2 = fig.subplots(1, 2)
+    d_in = int(summary["d_in"])  # type: ignore[call-overload]
+    for w in sorted({r["width"] for r in rows}):
+        pts = sorted((r for r in rows if r["width"] == w), key=lambda r: r["tokens"])
+        ax1.plot([6 * r["tokens"] * w * d_in for r in pts], [r["loss"] for r in pts], marker="o", label=f"N={w}")
+    front = summary["frontier"]
+    ax1.plot([r["compute"] for r in front], [r["loss"] for r in front], "k--", alpha=0.5, label="frontier")  # type: ignore[attr-defined]
+    ax1.set(xscale="log", yscale="log", xlabel="compute (6·D·N·d_in FLOPs)", ylabel="held-out FVU")
+    ax1.legend(fontsize=7)
+    for t in sorted({r["tokens"] for r in rows}):
+        pts = sorted((r for r in rows if r["tokens"] == t), key=lambda r: r["width"])
+        ax2.plot([r["width"] for r in pts], [r["dead_fraction"] for r in pts], marker="o", label=f"D={t:,}")
+    ax2.set(xscale="log", xlabel="width N (latents)", ylabel="dead fraction (held-out)")
+    ax2.legend(fontsize=7)
+    return fig
+
+
+@app.command("absorption")
+def absorption_cmd(
+    dictionaries: list[Path] = typer.Argument(..., help="Dictionary or run directories (same hook) to compare."),
+    model: str = typer.Option("smollm2-135m", "--model", help="Model whose tokens and activations are probed."),
+    hook: str | None = typer.Option(None, "--hook", help="Hook (default: the first dictionary's)."),
+    corpus: str = typer.Option("stdlib-docs", "--corpus", help="Corpus whose validation split is used."),
+    eval_rows: int = typer.Option(16384, "--eval-rows", help="Held-out rows (only first-letter word tokens count)."),
+    cos_threshold: float = typer.Option(0.1, "--cos-threshold", help="Decoder-probe cosine of an absorbing latent."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Feature absorption on a first-letter task (probe + main latent per letter) for each dictionary."""
+    import torch
+
+    from mechscope.dictionaries.absorption import absorption, first_letters
+    from mechscope.experiments.dictionaries import load_dictionary_dir
+    from mechscope.experiments.scaling import held_out_rows
+
+    with fail_cleanly():
+        ds = [load_dictionary_dir(p) for p in dictionaries]
+        h = hook or ds[0].cfg.hook_name
+        if h is None:
+            raise ConfigError("the dictionary does not record its hook; pass --hook")
+        m = load_model(model)
+        if getattr(m, "tokenizer", None) is None:
+            raise ConfigError(f"{model} has no tokenizer; the first-letter task needs one")
+        with torch.inference_mode():
+            rows, ids = held_out_rows(m, h, corpus=corpus, n_rows=eval_rows)
+        rows = rows.clone()
+        letters = first_letters(ids, m.tokenizer.to_string)
+        report: dict[str, Any] = {"hook": h, "eval_rows": eval_rows, "letter_rows": int((letters != "").sum()), "dictionaries": [
+            {"path": str(p), "arch": d.cfg.architecture, "d_sae": d.cfg.d_sae}
+            | absorption(d, rows, letters, cos_threshold=cos_threshold) for p, d in zip(dictionaries, ds)]}
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+    else:
+        for r in report["dictionaries"]:
+            typer.echo(f"{r['arch']:>11} d_sae={r['d_sae']}: probe acc {r['probe_accuracy']:.3f}, main-latent F1 "
+                       f"{r['mean_main_f1']:.3f}, false negatives {r['false_negative_rate']:.3f}, absorbed "
+                       f"{r['absorption_rate']:.3f} ({r['letters']} letters, {r['rows']} rows)")

@@ -79,8 +79,9 @@ class Trainer:
 
     def fit(self, data: Iterable[Batch]) -> Dictionary:
         """Train until ``total_steps`` (resuming from ``out_dir`` if it holds a checkpoint)."""
-        writes = self.out_dir is not None and self.sync.is_writer  # data parallel: rank 0 alone writes and locks
-        lock = dir_lock(self.out_dir, "dictionary training") if writes else contextlib.nullcontext()
+        # data parallel: rank 0 alone writes, so it alone holds the directory lock
+        lock = (dir_lock(self.out_dir, "dictionary training") if self.out_dir is not None and self.sync.is_writer
+                else contextlib.nullcontext())
         with lock:
             return self._fit(data)
 

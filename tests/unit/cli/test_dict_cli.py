@@ -32,6 +32,12 @@ def _run(args: list[str], monkeypatch: pytest.MonkeyPatch, root: Path) -> tuple[
     return res.exit_code, res.stdout if res.exit_code == 0 else res.output
 
 
+# The tiny random model barely depends on its layer-0 residual, so zero-ablating it moves the loss by hundredths
+# of a nat and ce_loss_recovered rightly warns that its ratio is unreliable; these tests check the CLI, not that.
+_TINY_CE = pytest.mark.filterwarnings("ignore:ce_loss_recovered is unreliable")
+
+
+@_TINY_CE
 def test_harvest_train_eval(setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     root = setup["root"]
     code, out = _run(["dict", "harvest", "--model", str(setup["model"]), "--hooks", HOOK, "--tokens", "1500",
@@ -145,6 +151,7 @@ def test_bfloat16_harvest_and_training(setup: dict[str, Path], monkeypatch: pyte
     assert code == 2 and "--model-dtype" in out
 
 
+@_TINY_CE
 def test_study_sweeps_each_option_with_fixed_ones(setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
                                                   tmp_path: Path) -> None:
     """run_study: one run per grid value, the fixed options applied, every run evaluated in results.json."""

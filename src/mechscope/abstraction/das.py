@@ -17,6 +17,7 @@ equals the causal model's intervened output.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -177,13 +178,14 @@ def train_das(model: Any, hook: str, train: InterchangeData, test: InterchangeDa
     d = capture(model, train.base[:1], hook, **kwargs).shape[-1]
     ri = RotatedInterchange(d, cfg.dims, boundless=cfg.boundless, seed=cfg.seed)
     opt = torch.optim.Adam(ri.parameters(), lr=cfg.lr)
+    steps = cfg.epochs * ((len(train) + cfg.batch_size - 1) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0))))
     src_acts = [capture(model, s, hook, **kwargs) for s in train.sources]
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
     losses: list[float] = []
     gen = torch.Generator().manual_seed(cfg.seed)
-    steps = cfg.epochs * ((len(train) + cfg.batch_size - 1) // cfg.batch_size)
     try:
         step = 0
         for _ in range(cfg.epochs):
@@ -199,6 +201,7 @@ def train_das(model: Any, hook: str, train: InterchangeData, test: InterchangeDa
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                sched.step()
                 losses.append(float(loss.detach()))
                 step += 1
     finally:

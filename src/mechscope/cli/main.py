@@ -23,6 +23,8 @@ _GROUPS: list[tuple[str, str]] = [
     ("induction", "mechscope.cli.induction"),
     ("patch", "mechscope.cli.patch"),
     ("dict", "mechscope.cli.dictionaries"),
+    ("probe", "mechscope.cli.probe"),
+    ("scrub", "mechscope.cli.scrub"),
 ]
 
 

@@ -38,13 +38,13 @@ class EqualityConfig:
     steps: int = 3000
     batch_size: int = 256
     lr: float = 2e-3
-    n_train: int = 6000
+    n_train: int = 24000
     """Counterfactuals DAS trains on (a third each: WX, YZ, both)."""
     n_test: int = 1500
-    dims: int = 2
+    dims: int = 8
     """Rotated coordinates per variable."""
-    das_epochs: int = 4
-    das_lr: float = 1e-2
+    das_epochs: int = 8
+    das_lr: float = 2e-2
     seed: int = 0
 
 
@@ -158,4 +158,26 @@ def run(cfg: EqualityConfig | None = None, layers: list[int] | None = None) -> d
             "config": asdict(cfg)}
 
 
-__all__ = ["EqualityConfig", "causal_model", "das_by_layer", "encode", "run", "sampler", "train_mlp"]
+
+
+
+def iia_figure(res: dict[str, Any]) -> Any:
+    """IIA by layer: DAS vs the random rotation of the same dimension."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.add_subplot()
+    rows = res["by_layer"]
+    layers = [r["layer"] for r in rows]
+    ax.plot(layers, [r["iia"] for r in rows], "o-", label="DAS")
+    ax.plot(layers, [r["iia_random_rotation"] for r in rows], "x--", label="random rotation")
+    ax.set_xticks(layers)
+    ax.set_ylim(0.4, 1.02)
+    ax.set_xlabel("hidden layer")
+    ax.set_ylabel("IIA (WX, YZ, both)")
+    ax.set_title(f"hierarchical equality, {res['subspace_dim']} dims per variable")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+__all__ = ["EqualityConfig", "causal_model", "das_by_layer", "encode", "iia_figure", "run", "sampler", "train_mlp"]

@@ -27,6 +27,7 @@ def linear_cmd(
     dataset: str = typer.Option("facts", "--dataset", help=DATASETS_HELP),
     hook_kind: str = typer.Option("hook_resid_post", "--hook-kind", help="Probed at every layer: blocks.L.<kind>."),
     kind: str = typer.Option("logistic", "--kind", help="logistic | linear"),
+    max_items: int | None = typer.Option(None, "--max-items", help="Use only the first N statements."),
     out: Path | None = typer.Option(None, "--out", help="Save the best layer's probe (config.json + safetensors) "
                                     "and the accuracy-by-layer figure here."),
     seed: int = typer.Option(0, "--seed"),
@@ -38,7 +39,8 @@ def linear_cmd(
     with fail_cleanly():
         from mechscope.experiments.probing import truth_probe_sweep
 
-        res = truth_probe_sweep(model, dataset, hook_kind=hook_kind, kind=kind, seed=seed, out=out)
+        res = truth_probe_sweep(model, dataset, hook_kind=hook_kind, kind=kind, seed=seed, out=out,
+                                max_items=max_items)
     typer.echo(json.dumps(res) if as_json else "\n".join(
         f"{r['hook']}: test {r['test']:.3f}  control {r['control_test']}  selectivity {r['selectivity']}"
         for r in res["rows"]))

@@ -18,6 +18,7 @@ def induction_cmd(
                                    "if it holds none)."),
     seed: int = typer.Option(0, "--seed", help="Seed of training (new runs) and of the resampling."),
     steps: int | None = typer.Option(None, "--steps", help="Training steps for a new run."),
+    n_eval: int | None = typer.Option(None, "--n-eval", help="Evaluation sequences (default 64)."),
     threads: int | None = typer.Option(None, "--threads"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -29,7 +30,9 @@ def induction_cmd(
     with fail_cleanly():
         from mechscope.experiments.scrub_induction import ScrubInductionConfig, run
 
-        cfg = ScrubInductionConfig(seed=seed, **({"steps": steps} if steps is not None else {}))
+        cfg = ScrubInductionConfig(seed=seed)
+        cfg = ScrubInductionConfig(seed=seed, steps=steps if steps is not None else cfg.steps,
+                                   n_eval=n_eval if n_eval is not None else cfg.n_eval)
         res = run(run_dir, cfg)
     typer.echo(json.dumps(res) if as_json else "\n".join(
         f"{h['name']}: loss {h['loss']}, loss recovered {h['loss_recovered']:.1%}" for h in res["hypotheses"]))

@@ -16,7 +16,7 @@ import torch
 
 def truth_probe_sweep(model_name: str | Any, dataset: str, *, hook_kind: str = "hook_resid_post",
                       kind: str = "logistic", seed: int = 0, out: Path | None = None,
-                      batch_size: int = 16) -> dict[str, Any]:
+                      batch_size: int = 16, max_items: int | None = None) -> dict[str, Any]:
     """``{"model", "dataset", "n", "rows": [per-hook scores], "best": row}``; with ``out``: probe + figure saved."""
     from mechscope.data.tasks.truth import statements
     from mechscope.errors import ConfigError
@@ -32,7 +32,7 @@ def truth_probe_sweep(model_name: str | Any, dataset: str, *, hook_kind: str = "
         model = model_name
     if getattr(model, "tokenizer", None) is None:
         raise ConfigError("the probing sweep reads text: the model needs a tokenizer")
-    items = statements(dataset, seed=seed)
+    items = statements(dataset, seed=seed)[:max_items]
     b = model.tokenizer.encode_batch([s.text for s in items], padding_side="left")
     y = torch.tensor([s.label for s in items])
     labels = y.float() if kind == "linear" else y

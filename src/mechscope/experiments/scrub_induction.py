@@ -122,8 +122,9 @@ def run(run_dir: str | Path, cfg: ScrubInductionConfig | None = None) -> dict[st
     root = Path(run_dir)
     if (root / "model.safetensors").is_file():
         model = HookedTransformer.load(root).eval()
-        if (root / "scrub_config.json").is_file():
-            cfg = ScrubInductionConfig(**json.loads((root / "scrub_config.json").read_text()))
+        if (root / "scrub_config.json").is_file():  # the run's own shapes; only the evaluation size may change
+            saved = json.loads((root / "scrub_config.json").read_text())
+            cfg = ScrubInductionConfig(**{**saved, "n_eval": cfg.n_eval})
     else:
         model = train_model(cfg)
         model.save(root)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mechscope.abstraction.scrubbing import Hypothesis, identity, model_nodes, scrub
+from mechscope.abstraction.scrubbing import Hypothesis, Resample, identity, model_nodes, scrub
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,9 +109,10 @@ def hypotheses(prev: list[str], ind: list[str]) -> list[Hypothesis]:
                      | {(i, "output", "") for i in ind} | {("embed", "output", "")})
     ind_only = frozenset({("embed", i, w) for i in ind for w in "qkv"} | {(i, "output", "") for i in ind}
                          | {("embed", "output", "")})
-    feats = dict.fromkeys(["embed", *prev, *ind], identity)
+    feats: dict[str, Resample] = dict.fromkeys(["embed", *prev, *ind], identity)
+    ind_feats: dict[str, Resample] = dict.fromkeys(["embed", *ind], identity)
     return [Hypothesis("full induction", feats, full), Hypothesis.full("previous-token head only", ["embed", *prev]),
-            Hypothesis("induction head only", dict.fromkeys(["embed", *ind], identity), ind_only)]
+            Hypothesis("induction head only", ind_feats, ind_only)]
 
 
 def run(run_dir: str | Path, cfg: ScrubInductionConfig | None = None) -> dict[str, Any]:

@@ -113,7 +113,7 @@ def top_activations(model: Any, tokens: np.ndarray, neurons: list[tuple[int, int
         a = torch.cat(acts[ly])[:, 1:, n]  # [n_seq pos-1]
         flat = a.flatten().topk(top).indices
         rows, cols = flat // a.shape[1], flat % a.shape[1] + 1
-        out.append([f"{tokenizer.decode([int(seqs[r, c - 1])])}|{tokenizer.decode([int(seqs[r, c])])}"
+        out.append([f"{tokenizer.to_string([int(seqs[r, c - 1])])}|{tokenizer.to_string([int(seqs[r, c])])}"
                     for r, c in zip(rows.tolist(), cols.tolist())])
     return out
 

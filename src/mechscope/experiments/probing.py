@@ -2,8 +2,9 @@
 
 The statements are the balanced offline truth datasets (``data/tasks/truth.py``). All layers' activations
 come from one forward pass per batch (``probes.dataset.collect``); splits keep every statement about one
-landmark / country / operand on one side; the control task gives each last-token *type* a random label
-(Hewitt & Liang), so selectivity says how much of the accuracy is more than memorising the final token.
+landmark / country / operand on one side; the control task gives each *type* of the statement's last word
+(the token before the final ".") a random label (Hewitt & Liang), so selectivity says how much of the
+accuracy is more than memorising that word.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def truth_probe_sweep(model_name: str | Any, dataset: str, *, hook_kind: str = "
     """``{"model", "dataset", "n", "rows": [per-hook scores], "best": row}``; with ``out``: probe + figure saved."""
     from mechscope.data.tasks.truth import statements
     from mechscope.errors import ConfigError
-    from mechscope.probes.dataset import collect, split_by_group
+    from mechscope.probes.dataset import ActivationDataset, collect, split_by_group
     from mechscope.probes.linear import ProbeConfig
     from mechscope.probes.sweep import accuracy_figure, layer_hooks, probe_sweep
 
@@ -39,6 +40,9 @@ def truth_probe_sweep(model_name: str | Any, dataset: str, *, hook_kind: str = "
     hooks = layer_hooks(hook_kind, model.cfg.n_layers)
     ds = collect(model, hooks, b.tokens, torch.full((len(items),), -1), labels,
                  groups=torch.tensor([s.group for s in items]), attention_mask=b.attention_mask, batch_size=batch_size)
+    # word type for the control task: the token before the final "." (the city, the number, ...); the last
+    # token itself is "." everywhere, which would make the control task trivially constant
+    ds = ActivationDataset(ds.acts, ds.labels, ds.groups, b.tokens[:, -2].clone())
     res = probe_sweep(ds, split_by_group(ds.groups, seed=seed), hooks, ProbeConfig(kind=kind))  # type: ignore[arg-type]
     rows = [r.as_dict() for r in res.rows]
     best = res.best()

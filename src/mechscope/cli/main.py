@@ -29,6 +29,8 @@ _GROUPS: list[tuple[str, str]] = [
     ("", "mechscope.cli.serve"),
     ("attribute", "mechscope.cli.attribute"),
     ("circuit", "mechscope.cli.circuit"),
+    ("probe", "mechscope.cli.probe"),
+    ("scrub", "mechscope.cli.scrub"),
 ]
 
 

@@ -1,0 +1,1 @@
+"""mechscope.abstraction: causal models, interchange interventions, DAS and causal scrubbing."""

@@ -1,0 +1,132 @@
+"""``mechscope probe``: linear probes, k-sparse probes, CCS and DAS from the command line (``--json`` everywhere)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from mechscope.cli.common import fail_cleanly
+
+app = typer.Typer(help="Probes and causal abstraction: linear, k-sparse, CCS, DAS.", no_args_is_help=True)
+
+DATASETS_HELP = "facts | capitals | arith | compare (balanced offline true/false statements)"
+
+
+def _threads(threads: int | None) -> None:
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+@app.command("linear")
+def linear_cmd(
+    model: str = typer.Option(..., "--model", help="A registered name (smollm2-135m), a .gguf file or a saved model."),
+    dataset: str = typer.Option("facts", "--dataset", help=DATASETS_HELP),
+    hook_kind: str = typer.Option("hook_resid_post", "--hook-kind", help="Probed at every layer: blocks.L.<kind>."),
+    kind: str = typer.Option("logistic", "--kind", help="logistic | linear"),
+    max_items: int | None = typer.Option(None, "--max-items", help="Use only the first N statements."),
+    out: Path | None = typer.Option(None, "--out", help="Save the best layer's probe (config.json + safetensors) "
+                                    "and the accuracy-by-layer figure here."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int | None = typer.Option(None, "--threads"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Probe whether a statement is true at its last token, at every layer (one pass), with control-task selectivity."""
+    _threads(threads)
+    with fail_cleanly():
+        from mechscope.experiments.probing import truth_probe_sweep
+
+        res = truth_probe_sweep(model, dataset, hook_kind=hook_kind, kind=kind, seed=seed, out=out,
+                                max_items=max_items)
+    typer.echo(json.dumps(res) if as_json else "\n".join(
+        f"{r['hook']}: test {r['test']:.3f}  control {r['control_test']}  selectivity {r['selectivity']}"
+        for r in res["rows"]))
+
+
+@app.command("sparse")
+def sparse_cmd(
+    model: str = typer.Option("smollm2-135m", "--model", help="Model (its tokenizer must be SmolLM2's BPE for the corpus)."),
+    corpus: str = typer.Option("python-docs", "--corpus", help="Corpus name or path (mechscope.data.corpus)."),
+    max_documents: int | None = typer.Option(None, "--max-documents", help="Use only the first N documents."),
+    ranking: str = typer.Option("mean_diff", "--ranking", help="mean_diff | f_stat | mutual_info | l1"),
+    milp: bool = typer.Option(False, "--milp", help="Also solve the exact k-sparse probe (HiGHS) at each k <= 8."),
+    out: Path | None = typer.Option(None, "--out", help="Write the F1-vs-k figure here."),
+    threads: int | None = typer.Option(None, "--threads"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """k-sparse probing of compound words ("context manager", ...) in the MLP neurons of every layer."""
+    _threads(threads)
+    with fail_cleanly():
+        from mechscope.experiments.compound_words import run
+
+        res = run(model, corpus=corpus, max_documents=max_documents, ranking=ranking, milp=milp, out=out)
+    typer.echo(json.dumps(res) if as_json else "\n".join(
+        f"{r['feature']}: layer {r['layer']} F1@k {r['f1_at_k']}" for r in res["results"]))
+
+
+@app.command("ccs")
+def ccs_cmd(
+    model: str = typer.Option(..., "--model", help="A registered name (smollm2-135m), a .gguf file or a saved model."),
+    dataset: str = typer.Option("facts", "--dataset", help=DATASETS_HELP),
+    seed: int = typer.Option(0, "--seed"),
+    restarts: int = typer.Option(10, "--restarts", help="CCS random restarts."),
+    epochs: int = typer.Option(1000, "--epochs", help="CCS full-batch steps."),
+    max_items: int | None = typer.Option(None, "--max-items", help="Use only the first N statements."),
+    out: Path | None = typer.Option(None, "--out", help="Write the accuracy-by-layer figure here."),
+    threads: int | None = typer.Option(None, "--threads"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """CCS vs logistic regression vs zero-shot vs a random direction, per layer (held-out accuracies)."""
+    _threads(threads)
+    with fail_cleanly():
+        from mechscope.cli.common import load_model
+        from mechscope.experiments.truth import ccs_figure, ccs_study
+
+        m = load_model(model)
+        if getattr(m, "tokenizer", None) is None:
+            from mechscope.errors import ConfigError
+
+            raise ConfigError(f"{model} has no tokenizer; CCS reads text prompts")
+        res = ccs_study(m, dataset, seed=seed, restarts=restarts, epochs=epochs, max_items=max_items)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            ccs_figure([res]).savefig(out / f"ccs_{dataset}.png", dpi=110)
+    typer.echo(json.dumps(res) if as_json else
+               f"{dataset} (n={res['n']}), layer {res['layer']}: ccs {res['ccs']}, logistic {res['logistic']}, "
+               f"zero-shot {res['zero_shot']}, random {res['random']}")
+
+
+@app.command("das")
+def das_cmd(
+    task: str = typer.Option("hierarchical-equality", "--task", help="hierarchical-equality (grokking and ioi: not yet)."),
+    layers: str | None = typer.Option(None, "--layers", help="Comma-separated hidden layers (default: all)."),
+    dims: int | None = typer.Option(None, "--dims", help="Rotated coordinates per variable."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path | None = typer.Option(None, "--out", help="Write the IIA-by-layer figure here."),
+    threads: int | None = typer.Option(None, "--threads"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Distributed alignment search: train the task's model, align its variables, report IIA vs a random rotation."""
+    _threads(threads)
+    with fail_cleanly():
+        from mechscope.errors import ConfigError
+
+        if task != "hierarchical-equality":
+            raise ConfigError(f"--task {task!r} is not available; implemented: hierarchical-equality "
+                              f"(grokking and ioi alignments are not built yet)")
+        from mechscope.experiments.equality import EqualityConfig, iia_figure, run
+
+        cfg = EqualityConfig(seed=seed)
+        if dims is not None:
+            cfg = EqualityConfig(seed=seed, dims=dims)
+        sel = [int(v) for v in layers.split(",")] if layers else None
+        res = run(cfg, sel)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            iia_figure(res).savefig(out / "das_iia_by_layer.png", dpi=110)
+    typer.echo(json.dumps(res) if as_json else
+               f"layer {res['layer']}: IIA {res['iia']} (random rotation {res['iia_random_rotation']}), "
+               f"subspace {res['subspace_dim']} per variable")

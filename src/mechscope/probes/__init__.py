@@ -1,0 +1,1 @@
+"""mechscope.probes: activation datasets, linear / k-sparse probes and contrast-consistent search."""

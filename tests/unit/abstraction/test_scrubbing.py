@@ -1,0 +1,46 @@
+"""Causal scrubbing: the everything / nothing hypotheses are exact; bad hypotheses get clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mechscope.abstraction.scrubbing import Hypothesis, model_nodes, scrub
+from mechscope.errors import ConfigError
+from tests.conftest import tiny_model
+
+
+def batch():
+    g = torch.Generator().manual_seed(0)
+    half = torch.randint(0, 50, (6, 8), generator=g)
+    toks = torch.cat([half, half], 1)
+    mask = torch.zeros_like(toks, dtype=torch.bool)
+    mask[:, 8:] = True
+    return toks, mask
+
+
+@pytest.mark.parametrize("kind", ["attn_only", "shortformer"])
+def test_everything_recovers_100_and_nothing_0(kind):
+    model = tiny_model(kind)
+    toks, mask = batch()
+    every = scrub(model, Hypothesis.full("all", model_nodes(model)), toks, mask)
+    assert every.loss == pytest.approx(every.loss_clean, abs=1e-5)
+    assert every.loss_recovered == pytest.approx(1.0, abs=1e-3)
+    nothing = scrub(model, Hypothesis("none", {}), toks, mask)
+    assert nothing.loss == pytest.approx(nothing.loss_random, abs=1e-5)
+    assert nothing.loss_recovered == pytest.approx(0.0, abs=1e-3)
+    # a partial hypothesis lands elsewhere (the embedding path alone is not the whole model)
+    part = scrub(model, Hypothesis.full("embed", ["embed"]), toks, mask)
+    assert abs(part.loss - every.loss) > 1e-4
+
+
+def test_unknown_node_and_models_with_mlps_are_refused():
+    model = tiny_model("attn_only")
+    toks, mask = batch()
+    with pytest.raises(ConfigError, match=r"unknown model nodes \['7.0'\]"):
+        scrub(model, Hypothesis.full("bad", ["embed", "7.0"]), toks, mask)
+    with pytest.raises(ConfigError, match="q/k/v"):
+        scrub(model, Hypothesis("bad", {"embed": lambda t, g: t, "1.0": lambda t, g: t},
+                                frozenset({("embed", "1.0", "z")})), toks, mask)
+    with pytest.raises(ConfigError, match="attention-only"):
+        scrub(tiny_model("gpt2"), Hypothesis("x", {}), toks, mask)

@@ -89,6 +89,13 @@ def bench_ig(steps: int, repeats: int) -> dict[str, object]:
     load_before = os.getloadavg()
     t_ours, t_ig, t_lig = timeit(ours, repeats), timeit(captum_ig, repeats), timeit(captum_lig, repeats)
     cpu_ours, cpu_ig = cpu_seconds(ours, repeats), cpu_seconds(captum_ig, repeats)
+    # a fixed first position (a BOS, the CLI's default) runs once through the KV cache: vs recomputing it
+    r_fixed = EmbedRunner(model, tokens, metric, baseline=0, fixed=[0])
+    r_nocache = EmbedRunner(model, tokens, metric, baseline=0, fixed=[0])
+    r_nocache.prefix = 0
+    cpu_prefix = cpu_seconds(lambda: integrated_gradients(r_fixed, steps), repeats)
+    cpu_noprefix = cpu_seconds(lambda: integrated_gradients(r_nocache, steps), repeats)
+    prefix_diff = float((integrated_gradients(r_fixed, steps) - integrated_gradients(r_nocache, steps)).abs().max())
     rows = steps * int(tokens.shape[1])
     block_params = sum(p.numel() for p in model.blocks.parameters() if p.dim() >= 2)
     gflop_ours = 2 * 2 * rows * block_params / 1e9  # forward + input-gradient backward
@@ -97,7 +104,8 @@ def bench_ig(steps: int, repeats: int) -> dict[str, object]:
     return {"prompt": PROMPT, "n_tokens": int(tokens.shape[1]), "n_steps": steps, "baseline": "token 0",
             "load_average_1m": [load_before[0], os.getloadavg()[0]],
             "cpu_s_ours": cpu_ours, "cpu_s_captum_ig": cpu_ig, "cpu_speedup_vs_captum_ig": cpu_ig / cpu_ours,
-            "gflop_ours": gflop_ours, "gflop_captum_ig": gflop_ours + gflop_unembed_all,
+            "fixed_first_cpu_s_cached_prefix": cpu_prefix, "fixed_first_cpu_s_recomputed": cpu_noprefix,
+            "fixed_first_max_abs_diff": prefix_diff, "gflop_ours": gflop_ours, "gflop_captum_ig": gflop_ours + gflop_unembed_all,
             "flop_bound_speedup_vs_captum_ig": (gflop_ours + gflop_unembed_all) / gflop_ours,
             "gflops_per_s_ours": gflop_ours / t_ours["median_s"],
             "gflops_per_s_plain_matmul": matmul_rate(rows, model.cfg.d_model, mlp),

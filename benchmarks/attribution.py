@@ -2,7 +2,10 @@
 
 ``--part ig``: our integrated gradients (all steps in one batched forward + backward through ``hook_embed``,
 only the readout position unembedded) vs captum's ``IntegratedGradients`` and ``LayerIntegratedGradients``
-on the same inputs, baseline and steps; max |Δ| of the attributions and the time ratio.
+on the same inputs, baseline and steps; max |Δ| of the attributions and the time ratio (wall and CPU seconds,
+the load average), plus a matmul account: the FLOPs each needs (blocks forward + input-gradient backward on
+``steps x tokens`` rows; captum also unembeds every position over the whole vocabulary, forward and backward),
+the rate ours reaches, and a plain ``[rows d_model] @ [d_model d_mlp]`` matmul's rate in the same process.
 ``--part graph``: attribution-graph time and peak memory vs prompt length (needs ``--transcoders DIR``), each
 length in a fresh process; ``--max-features`` caps the feature nodes (the rest join the error nodes) so that the
 cost per target row is what grows with the length.
@@ -13,7 +16,10 @@ Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/attribution.py --part ig``
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -22,6 +28,26 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import emit, machine, peak_rss_mb, timeit  # noqa: E402
 
 PROMPT = "The Eiffel Tower is located in the city of"
+
+
+def cpu_seconds(fn: object, repeats: int) -> float:
+    """Median CPU seconds of ``fn()`` (this process; less sensitive to other processes' load than wall time)."""
+    times = []
+    for _ in range(repeats):
+        c = time.process_time()
+        fn()  # type: ignore[operator]
+        times.append(time.process_time() - c)
+    return statistics.median(times)
+
+
+def matmul_rate(rows: int, d: int, h: int, repeats: int = 50) -> float:
+    """GFLOP/s of a plain ``[rows d] @ [d h]`` float32 matmul (the machine's ceiling for the blocks' matmuls)."""
+    a, b = torch.randn(rows, d), torch.randn(d, h)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * rows * d * h * repeats / (time.perf_counter() - t) / 1e9
 
 
 def bench_ig(steps: int, repeats: int) -> dict[str, object]:
@@ -60,8 +86,29 @@ def bench_ig(steps: int, repeats: int) -> dict[str, object]:
                              method="gausslegendre").sum(-1)[0]
 
     a, b, c = ours(), captum_ig(), captum_lig()
+    load_before = os.getloadavg()
     t_ours, t_ig, t_lig = timeit(ours, repeats), timeit(captum_ig, repeats), timeit(captum_lig, repeats)
+    cpu_ours, cpu_ig = cpu_seconds(ours, repeats), cpu_seconds(captum_ig, repeats)
+    # a fixed first position (a BOS, the CLI's default) runs once through the KV cache: vs recomputing it
+    r_fixed = EmbedRunner(model, tokens, metric, baseline=0, fixed=[0])
+    r_nocache = EmbedRunner(model, tokens, metric, baseline=0, fixed=[0])
+    r_nocache.prefix = 0
+    cpu_prefix = cpu_seconds(lambda: integrated_gradients(r_fixed, steps), repeats)
+    cpu_noprefix = cpu_seconds(lambda: integrated_gradients(r_nocache, steps), repeats)
+    prefix_diff = float((integrated_gradients(r_fixed, steps) - integrated_gradients(r_nocache, steps)).abs().max())
+    rows = steps * int(tokens.shape[1])
+    block_params = sum(p.numel() for p in model.blocks.parameters() if p.dim() >= 2)
+    gflop_ours = 2 * 2 * rows * block_params / 1e9  # forward + input-gradient backward
+    gflop_unembed_all = 2 * 2 * rows * model.cfg.d_model * model.cfg.d_vocab / 1e9
+    mlp = model.cfg.mlp.d_mlp if model.cfg.mlp is not None else 4 * model.cfg.d_model
     return {"prompt": PROMPT, "n_tokens": int(tokens.shape[1]), "n_steps": steps, "baseline": "token 0",
+            "load_average_1m": [load_before[0], os.getloadavg()[0]],
+            "cpu_s_ours": cpu_ours, "cpu_s_captum_ig": cpu_ig, "cpu_speedup_vs_captum_ig": cpu_ig / cpu_ours,
+            "fixed_first_cpu_s_cached_prefix": cpu_prefix, "fixed_first_cpu_s_recomputed": cpu_noprefix,
+            "fixed_first_max_abs_diff": prefix_diff, "gflop_ours": gflop_ours, "gflop_captum_ig": gflop_ours + gflop_unembed_all,
+            "flop_bound_speedup_vs_captum_ig": (gflop_ours + gflop_unembed_all) / gflop_ours,
+            "gflops_per_s_ours": gflop_ours / t_ours["median_s"],
+            "gflops_per_s_plain_matmul": matmul_rate(rows, model.cfg.d_model, mlp),
             "ours_s": t_ours, "captum_ig_s": t_ig, "captum_layer_ig_s": t_lig,
             "speedup_vs_captum_ig": t_ig["median_s"] / t_ours["median_s"],
             "speedup_vs_captum_layer_ig": t_lig["median_s"] / t_ours["median_s"],

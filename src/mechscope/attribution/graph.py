@@ -14,7 +14,8 @@ times the gradient along its decoder vectors, an error's or a token embedding's 
 major), input tokens (``input@{pos}``) and output logits (``logits.{token id}``: the top logits covering
 ``logit_prob`` of the probability, at most ``max_logits``). **Edges** ``A[target, source]`` are direct effects:
 the source's term in the target's value, where a feature's value is its pre-activation without its encoder
-bias, and a logit's value the logit minus the mean logit, both at the prompt's own activations. Rows are
+bias, and a logit's value the logit minus the mean logit (the raw logit for a one-output model), both at the
+prompt's own activations. Rows are
 computed in batches: one forward of ``batch`` copies of the frozen model and one backward with row ``r``
 seeded at target ``r``; each batch's rows are written into the adjacency (a tensor in RAM, or rows streamed
 into an ``.npy`` memory map with ``adjacency_file``). The edges into a target plus the target's *constant*
@@ -357,7 +358,10 @@ def build_graph(model: Any, tokens: Tensor, transcoders: CrossLayerTranscoder | 
         adjacency = torch.zeros(n_nodes, n_nodes, dtype=torch.float32)
 
     W_U = model.W_U.detach().to(dtype)
-    logit_dirs = (W_U[:, logit_tok] - W_U.mean(1, keepdim=True)).T  # [n_logit d]
+    # a logit's value is the logit minus the mean logit; with a single output (a numerical readout) the
+    # mean would cancel it, so the raw logit is used
+    centre = W_U.mean(1, keepdim=True) if W_U.shape[1] > 1 else torch.zeros_like(W_U[:, :1])
+    logit_dirs = (W_U[:, logit_tok] - centre).T  # [n_logit d]
     enc_cols = {lc.layer: lc.W_enc.detach().to(dtype) for lc in codes}
     in_scale = {lc.layer: lc.in_scale for lc in codes}
 

@@ -20,7 +20,8 @@ blocks plus one ``[batch d_model] @ W_U``.
   replaced by b_i)``.
 
 Positions in ``fixed`` (default: none; the CLI fixes a prepended BOS, the attention sink) are never perturbed
-and get attribution 0.
+and get attribution 0. Leading positions that never change (fixed, or whose token is the baseline token) run
+once; every batch continues from their cached keys/values (``KVCache``), which is exact under causal attention.
 """
 
 from __future__ import annotations
@@ -121,18 +122,49 @@ class EmbedRunner:
             base[self.fixed] = self.embed[self.fixed]
         self.baseline: Tensor = base
         self.free = [p for p in range(self.pos) if p not in self.fixed]
+        # the leading positions whose embedding equals its baseline never change between perturbed inputs:
+        # they run once, and every batch continues from their keys/values (exact: causal attention)
+        same = (self.embed == self.baseline).all(-1).tolist()
+        n = 0
+        while n < self.pos and same[n]:
+            n += 1
+        self.prefix = min(n, self.readout)
+        self._prefix_kv: tuple[list[Tensor], list[Tensor]] | None = None
 
     def run(self, embeds: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, " batch"]:
         """``metric`` with the token embeddings replaced by ``embeds`` (gradients flow if they require them)."""
         m = self.model
-        toks = self.tokens[None].expand(embeds.shape[0], -1)
-        with m.hooks(fwd=[("hook_embed", lambda x, hook: embeds.to(x.dtype))]):
-            resid = m(toks, stop_at_layer=m.cfg.n_layers)
-        r = self.readout
+        c = self.prefix
+        toks = self.tokens[None, c:].expand(embeds.shape[0], -1)
+        new = embeds[:, c:]
+        past = self._prefix_cache(embeds.shape[0])  # before the hook: the prefix runs on its real embeddings
+        with m.hooks(fwd=[("hook_embed", lambda x, hook: new.to(x.dtype))]):
+            resid = m(toks, stop_at_layer=m.cfg.n_layers, past_kv=past)
+        r = self.readout - c
         logits = m.unembed(m.ln_final(resid[:, r:r + 1]))[:, 0]
         out = self.metric(logits)
         if out.shape != (embeds.shape[0],):
             raise ShapeError(f"metric must map logits [batch d_vocab] to [batch], got shape {tuple(out.shape)}")
+        return out
+
+    def _prefix_cache(self, batch: int) -> Any:
+        """A ``KVCache`` of the constant prefix (computed once), expanded to ``batch`` rows; None if no prefix."""
+        if self.prefix == 0:
+            return None
+        from mechscope.models.components.attention import KVCache
+
+        m = self.model
+        if self._prefix_kv is None:
+            cache = KVCache(m.cfg.n_layers)
+            with torch.no_grad():
+                m(self.tokens[None, :self.prefix], stop_at_layer=m.cfg.n_layers, past_kv=cache)
+            self._prefix_kv = ([k.detach() for k in cache.keys if k is not None],
+                               [v.detach() for v in cache.values if v is not None])
+        out = KVCache(m.cfg.n_layers)
+        keys, values = self._prefix_kv
+        out.keys = [k.expand(batch, -1, -1, -1) for k in keys]
+        out.values = [v.expand(batch, -1, -1, -1) for v in values]
+        out.mask = torch.ones(batch, self.prefix, dtype=torch.bool)
         return out
 
     @torch.no_grad()

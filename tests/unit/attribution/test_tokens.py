@@ -131,3 +131,21 @@ def test_method_comparison_table_on_a_word_model():
         assert r["attributions"]["patch"][0] == 0.0  # BOS fixed
         assert abs(r["ig_completeness_gap"]) < 0.05 * max(1.0, abs(r["metric_full"] - r["metric_baseline"]))
         assert -1 <= r["spearman_shapley"] <= 1
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_constant_prefix_runs_once_and_changes_nothing(kind):
+    """Leading positions equal to their baseline (fixed, or the baseline token itself) run once through the KV
+    cache; IG and masked runs equal the full recomputation (rotary and learned positions)."""
+    model = tiny_model(kind, seed=6).double()
+    toks = torch.tensor([[1, 2, 7, 3, 12, 9]])  # baseline token 2 at position 1: prefix = fixed 0 + position 1
+    metric = answer_metric(5, 11)
+    runner = EmbedRunner(model, toks, metric, baseline=2, fixed=[0])
+    assert runner.prefix == 2
+    full = EmbedRunner(model, toks, metric, baseline=2, fixed=[0])
+    full.prefix = 0
+    assert torch.allclose(integrated_gradients(runner, 8), integrated_gradients(full, 8), atol=1e-10)
+    masks = torch.bernoulli(torch.full((5, 6), 0.5), generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(runner.run_masks(masks, 3), full.run_masks(masks, 3), atol=1e-10)
+    assert runner.run_masks(masks, 3).std() > 0  # the masks do change the metric
+    assert EmbedRunner(model, toks, metric, baseline=2, fixed=[0], readout=0).prefix == 0  # readout stays in

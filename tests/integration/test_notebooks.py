@@ -75,5 +75,6 @@ def test_dictionary_notebook_recovers_synthetic_features_above_chance(kernel: st
 def test_grokking_notebook_trains_analyzes_and_draws(kernel: str, tmp_path: Path) -> None:
     nb, s = execute("03_grokking.ipynb", kernel, tmp_path)
     assert len(rich(nb, "image/png")) >= 3
-    assert s["p"] == 23 and 0 < s["epochs"] <= 400 and s["train_acc"] > 0.9
-    assert 0 <= s["test_acc"] <= 1 and len(s["key_frequencies"]) >= 1
+    assert s["p"] == 23 and 0 < s["epochs"] <= 600 and s["train_acc"] == 1.0 and s["test_acc"] > 0.9
+    assert s["epoch_train_100"] < s["epoch_test_99"]  # memorised first, generalised later
+    assert len(s["key_frequencies"]) >= 1

@@ -90,6 +90,16 @@ resid'''),
     ("code", '''head_layers = list(range(c.n_layers // 2, c.n_layers, 4)) if QUICK else None
 heads = patch_sweep(model, pairs.clean, pairs.corrupted, metric, "z", layers=head_layers)
 heads'''),
+    ("md", """## Circuit discovery: every edge at once
+
+Edge attribution patching (EAP) scores every edge of the model's graph (head → head input, head → MLP,
+… → logits) with one forward and one backward pass: the estimated change of the metric when that edge alone
+carries the corrupted activation (negative = the edge matters for the clean behaviour). `EdgeScores` renders
+its top edges; `method="exact"`, `"eap-ig"` and `"acdc"` share the same call (`docs/circuits.md`)."""),
+    ("code", '''from mechscope.circuits.discover import discover
+
+edges = discover(model, pairs.clean, pairs.corrupted, lambda logits: metric(logits[:, -1]), method="eap")
+edges'''),
     ("md", """## Attention patterns of the most important head
 
 Hover the tokens: the interactive view is plain HTML and JavaScript, no server."""),
@@ -104,7 +114,8 @@ display(HTML(attention_html(tok.to_str_tokens(pairs.clean[0]), pattern, labels=[
     ("code", '''(best_site, best_value), = resid.top(1)
 summary = {"n_prompts": len(diffs), "mean_logit_diff": round(float(diffs.mean()), 3),
            "top_resid_site": list(best_site), "top_resid_value": round(best_value, 3),
-           "top_head": [layer, head], "top_head_value": round(top_value, 3)}
+           "top_head": [layer, head], "top_head_value": round(top_value, 3), "top_edge": edges.ranked(1)[0][0],
+           "n_edges": len(edges.graph.edges)}
 print("SUMMARY", json.dumps(summary))'''),
 ]
 

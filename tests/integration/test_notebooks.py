@@ -61,6 +61,7 @@ def test_tour_notebook_caches_patches_and_renders_results_inline(kernel: str, tm
     sweeps = [h for h in html if h.startswith("<p><b>SweepResult</b>")]
     assert len(sweeps) == 2 and all("data:image/png;base64," in h for h in sweeps)
     assert any('class="msattn"' in h for h in html)  # the attention view
+    assert any(h.startswith("<p><b>EdgeScores</b> (eap)") for h in html) and s["n_edges"] > 10_000
     assert s["n_prompts"] == 4 and s["mean_logit_diff"] > 0  # SmolLM2 prefers the indirect object
     assert len(s["top_resid_site"]) == 2 and len(s["top_head"]) == 2
 

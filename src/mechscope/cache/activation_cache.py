@@ -61,6 +61,17 @@ class ActivationCache(CacheAnalysisMethods, Mapping[str, Tensor]):
     def __repr__(self) -> str:
         return f"ActivationCache({len(self)} entries: {', '.join(list(self._data)[:4])}{', ...' if len(self) > 4 else ''})"
 
+    def _repr_html_(self, max_rows: int = 40) -> str:
+        """Inline rendering in Jupyter: one row per cached activation (name, shape, dtype)."""
+        from mechscope.viz.report import esc, table_html
+
+        rows = [{"name": k, "shape": tuple(v.shape), "dtype": str(v.dtype).removeprefix("torch.")}
+                for k, v in list(self._data.items())[:max_rows]]
+        more = len(self) - len(rows)
+        return (f"<p><b>ActivationCache</b>: {len(self)} activations, {self.nbytes() / 2**20:.2f} MiB</p>"
+                + table_html(rows) + (f"<p>… and {more} more: {esc(', '.join(list(self._data)[max_rows:][:5]))}"
+                                      + (", …" if more > 5 else "") + "</p>" if more > 0 else ""))
+
     def to(self, device: str | torch.device) -> ActivationCache:
         """A copy with every tensor moved to ``device``."""
         return ActivationCache({k: v.to(device) for k, v in self._data.items()},

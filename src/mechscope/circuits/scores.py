@@ -119,5 +119,15 @@ class EdgeScores:
         return json.dumps({"method": self.method, "n_edges_total": len(self.graph.edges),
                            "info": self.info, "edges": [[k, v] for k, v in self.ranked(n)]})
 
+    def _repr_html_(self) -> str:
+        """Inline rendering in Jupyter: method, the metric baselines when known, the top 10 edges."""
+        from mechscope.viz.report import esc, table_html
+
+        base = ", ".join(f"{k} {self.info[k]:+.3f}" for k in ("clean", "corrupted")
+                         if isinstance(self.info.get(k), (int, float)))
+        head = (f"<p><b>EdgeScores</b> ({esc(self.method)}): {len(self.graph.edges)} edges"
+                + (f"; metric {esc(base)}" if base else "") + "</p>")
+        return head + table_html([{"edge": k, "score": v} for k, v in self.ranked(10)], floatfmt="{:+.4f}")
+
 
 __all__ = ["Circuit", "EdgeScores"]

@@ -102,6 +102,17 @@ class SweepResult:
         fig.suptitle(title or f"{self.method} patching: {self.sweep} ({self.direction})", fontsize=10)
         return fig
 
+    def _repr_html_(self) -> str:
+        """Inline rendering in Jupyter: baselines, the top sites and the heatmap."""
+        from mechscope.viz.report import esc, figure_html, table_html
+
+        head = (f"<p><b>SweepResult</b>: {esc(self.method)} patching of <code>{esc(self.sweep)}</code> "
+                f"({esc(self.direction)}), axes {esc(' × '.join(self.axes))} = {esc(tuple(self.values.shape))}; "
+                f"metric <code>{esc(self.metric)}</code>: clean {self.clean:+.3f}, corrupted {self.corrupted:+.3f}</p>")
+        rows = [{"site": ", ".join(f"{a} {n}" for a, n in zip(self.axes, names)), "normalised": v}
+                for names, v in self.top(5)]
+        return head + table_html(rows) + figure_html(self.heatmap(), alt=f"{self.sweep} heatmap")
+
 
 def correlation(a: SweepResult, b: SweepResult) -> float:
     """Pearson correlation of two sweeps over the same sites (e.g. attribution vs exact patching)."""

@@ -116,6 +116,12 @@ def synthetic_db(path: Path, n_features: int) -> None:
     db.close()
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_web(n_features: int, clients: int, per_client: int, max_seconds: float) -> dict[str, Any]:
     import httpx
 
@@ -164,16 +170,19 @@ def bench_web(n_features: int, clients: int, per_client: int, max_seconds: float
                             errors[0] += r.status_code != 200
 
                 threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+                cpu0 = _cpu_s(proc.pid)
                 t0 = time.perf_counter()
                 for th in threads:
                     th.start()
                 for th in threads:
                     th.join()
                 wall = time.perf_counter() - t0
+                server_cpu = _cpu_s(proc.pid) - cpu0
                 lat.sort()
                 results[kind] = {"requests": len(lat), "errors": errors[0], "p50_ms": 1000 * lat[len(lat) // 2],
                                  "p95_ms": 1000 * lat[int(0.95 * (len(lat) - 1))], "max_ms": 1000 * lat[-1],
-                                 "throughput_rps": len(lat) / wall}
+                                 "throughput_rps": len(lat) / wall,
+                                 "server_cpu_ms_per_request": 1000 * server_cpu / max(len(lat), 1)}
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -56,4 +56,19 @@ DDL = [
         PRIMARY KEY (dictionary, feature, explainer, method))""",
 ]
 
+# SQLite only, optional (used when the SQLite build has FTS5): a trigram index over the explanation text, kept in
+# step with ``explanations`` by triggers, so a substring search reads the index instead of scanning every row.
+# A database without it (older files, PostgreSQL, a SQLite without FTS5) is searched with LIKE; same results.
+FTS_DDL = [
+    "CREATE VIRTUAL TABLE IF NOT EXISTS explanations_fts USING fts5(text, content='explanations', "
+    "content_rowid='rowid', tokenize='trigram case_sensitive 0')",
+    "CREATE TRIGGER IF NOT EXISTS explanations_fts_ai AFTER INSERT ON explanations BEGIN "
+    "INSERT INTO explanations_fts(rowid, text) VALUES (new.rowid, new.text); END",
+    "CREATE TRIGGER IF NOT EXISTS explanations_fts_ad AFTER DELETE ON explanations BEGIN "
+    "INSERT INTO explanations_fts(explanations_fts, rowid, text) VALUES ('delete', old.rowid, old.text); END",
+    "CREATE TRIGGER IF NOT EXISTS explanations_fts_au AFTER UPDATE ON explanations BEGIN "
+    "INSERT INTO explanations_fts(explanations_fts, rowid, text) VALUES ('delete', old.rowid, old.text); "
+    "INSERT INTO explanations_fts(rowid, text) VALUES (new.rowid, new.text); END",
+]
+
 TABLES = ("meta", "models", "dictionaries", "runs", "features", "examples", "explanations", "scores")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mechscope.errors import FeatureDBError
-from mechscope.features.schema import DDL, FTS_DDL, SCHEMA_VERSION, TABLES
+from mechscope.features.schema import DDL, FTS_DDL, GEOMETRY_DDL, SCHEMA_VERSION, TABLES
 
 _JSON_COLS = ("histogram", "top_logits", "bottom_logits", "neighbours_cosine", "neighbours_coact", "tokens",
               "acts", "config", "stats", "details")
@@ -43,6 +43,7 @@ class FeatureDB:
     def __init__(self, conn: Any, backend: str, where: str, read_only: bool) -> None:
         self.conn, self.backend, self.where, self.read_only = conn, backend, where, read_only
         self._depth = 0
+        self.has_geometry = True  # the optional geometry table exists (checked on open)
         self.fts = False  # an FTS5 index over explanation text is present (SQLite only; see schema.FTS_DDL)
 
     # -- opening -------------------------------------------------------------------------------------
@@ -121,6 +122,10 @@ class FeatureDB:
             raise FeatureDBError(f"{self.where} has feature-database schema version {version!r}; this mechscope "
                                  f"reads version {SCHEMA_VERSION} only (tables {', '.join(TABLES)}); "
                                  "re-harvest into a new file or use the mechscope that wrote it")
+        self.has_geometry = "geometry" in tables
+        if not self.has_geometry and not self.read_only:
+            self.execute(GEOMETRY_DDL)
+            self.has_geometry = True
         if "explanations_fts" in tables:
             self.fts = self.backend == "sqlite"
         elif not self.read_only:
@@ -288,6 +293,19 @@ class FeatureDB:
                               "created_at DESC, explainer LIMIT 1", (r["dictionary"], r["feature"]))
             r["explanation"] = text[0]["text"] if text else None
         return rows
+
+    def geometry(self, dictionary: str) -> list[dict[str, Any]]:
+        """The stored 2-D map of a feature set (``feature, x, y, cluster, method`` rows by id; [] if none)."""
+        if not self.has_geometry:
+            return []
+        return self.query("SELECT feature, x, y, cluster, method FROM geometry WHERE dictionary = ? ORDER BY feature",
+                          (dictionary,))
+
+    def explanations(self, dictionary: str) -> dict[int, str]:
+        """The newest explanation text of every explained feature of a feature set."""
+        rows = self.query("SELECT feature, text FROM explanations WHERE dictionary = ? ORDER BY created_at, explainer "
+                          "DESC", (dictionary,))
+        return {int(r["feature"]): r["text"] for r in rows}  # later rows (newer) win
 
     def count(self, table: str) -> int:
         """Number of rows of a schema table."""

@@ -15,7 +15,10 @@ Tables (keys in brackets; JSON columns are TEXT):
   the window), ``tokens`` JSON (strings) and ``acts`` JSON (this feature's activation on every window token);
 * ``explanations [dictionary, feature, explainer]``: the text and when it was made;
 * ``scores [dictionary, feature, explainer, method]``: ``detection`` / ``fuzzing`` value in [0, 1], number of
-  trials and details JSON.
+  trials and details JSON;
+* ``geometry [dictionary, feature]``: the feature's point ``x, y`` on a 2-D map of the write directions, its
+  ``cluster`` and the map's ``method`` (``features/geometry.py``). Added after the first release of version 1
+  without a version bump: it is created on opening a writable database, and readers treat it as optional.
 
 Identifiers are natural keys (no auto-increment, whose syntax differs between the two databases); upserts use
 ``INSERT ... ON CONFLICT ... DO UPDATE``, also common to both. A database whose ``schema_version`` differs
@@ -54,6 +57,10 @@ DDL = [
         dictionary TEXT NOT NULL, feature INTEGER NOT NULL, explainer TEXT NOT NULL, method TEXT NOT NULL,
         value DOUBLE PRECISION NOT NULL, n INTEGER NOT NULL, details TEXT NOT NULL, created_at TEXT NOT NULL,
         PRIMARY KEY (dictionary, feature, explainer, method))""",
+    GEOMETRY_DDL := """CREATE TABLE IF NOT EXISTS geometry (
+        dictionary TEXT NOT NULL, feature INTEGER NOT NULL, x DOUBLE PRECISION NOT NULL,
+        y DOUBLE PRECISION NOT NULL, cluster INTEGER NOT NULL, method TEXT NOT NULL,
+        PRIMARY KEY (dictionary, feature))""",
 ]
 
 # SQLite only, optional (used when the SQLite build has FTS5): a trigram index over the explanation text, kept in
@@ -71,4 +78,4 @@ FTS_DDL = [
     "INSERT INTO explanations_fts(rowid, text) VALUES (new.rowid, new.text); END",
 ]
 
-TABLES = ("meta", "models", "dictionaries", "runs", "features", "examples", "explanations", "scores")
+TABLES = ("meta", "models", "dictionaries", "runs", "features", "examples", "explanations", "scores", "geometry")

@@ -172,6 +172,30 @@ def create_app(db_path: str | Path, *, model: Any = None, model_loader: Callable
         return HTMLResponse(feature_page(get_feature(dictionary, feature), pages.link, nav=pages.NAV).replace(
             "</main>", steer + "</main>", 1))
 
+    def geometry_data(dictionary: str) -> tuple[list[dict[str, Any]], dict[int, str]]:
+        db = state.db()
+        if not any(d["name"] == dictionary for d in db.dictionaries()):
+            raise HTTPException(404, f"no dictionary {dictionary!r}")
+        return db.geometry(dictionary), db.explanations(dictionary)
+
+    @app.get("/api/geometry/{dictionary}")
+    async def api_geometry(dictionary: str) -> Any:
+        from mechscope.features.geometry import cluster_summary
+
+        rows, expl = geometry_data(dictionary)
+        return _json({"dictionary": dictionary, "method": rows[0]["method"] if rows else None,
+                      "feature": [r["feature"] for r in rows], "x": [r["x"] for r in rows],
+                      "y": [r["y"] for r in rows], "cluster": [r["cluster"] for r in rows],
+                      "clusters": cluster_summary(rows, expl)})
+
+    @app.get("/geometry/{dictionary}", response_class=HTMLResponse)
+    async def geometry_html(dictionary: str) -> Any:
+        from mechscope.features.geometry import cluster_summary
+        from mechscope.web.geometry_page import geometry_page
+
+        rows, expl = geometry_data(dictionary)
+        return HTMLResponse(geometry_page(dictionary, rows, cluster_summary(rows, expl), expl, pages.link, pages.NAV))
+
     @app.get("/prompt", response_class=HTMLResponse)
     def prompt_html() -> str:
         return pages.prompt_page()

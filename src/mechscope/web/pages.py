@@ -27,12 +27,17 @@ def browser(rows: Sequence[dict[str, Any]], dictionaries: Sequence[dict[str, Any
     """The feature browser: search by explanation, sort by density or score, filter by dictionary."""
     opts = "".join(f'<option value="{esc(d["name"])}"{" selected" if d["name"] == dictionary else ""}>'
                    f'{esc(d["name"])} ({int(d["n_features"])})</option>' for d in dictionaries)
+    from urllib.parse import quote
+
+    maps = " ".join(f'<a class="map-link" href="/geometry/{esc(quote(d["name"], safe=""))}">{esc(d["name"])}</a>'
+                    for d in dictionaries)
     sorts = "".join(f'<option value="{s}"{" selected" if s == sort else ""}>{s}</option>'
                     for s in ("density", "score", "feature"))
     body = (f'<h1>Features</h1><form id="search" method="get" action="/">'
             f'<input id="q" name="q" value="{esc(q)}" placeholder="search explanations" size="40"> '
             f'<select name="dictionary" id="dictionary"><option value="">all dictionaries</option>{opts}</select> '
             f'<select name="sort" id="sort">{sorts}</select> <button type="submit">search</button></form>'
+            f'<p class="muted">maps: {maps or "none"}</p>'
             f'<p class="muted">{len(rows)} shown</p>{feature_list(rows, link)}')
     return page("mechscope features", body, nav=NAV)
 

@@ -38,3 +38,25 @@ def test_show_lists_and_searches(tmp_path):
     assert r.exit_code == 0 and json.loads(r.output)["feature"] == 5
     r = CliRunner().invoke(app, ["features", "show", "--db", str(tmp_path / "f.db"), "--feature", "5"])
     assert r.exit_code == 2 and "--feature needs --dictionary" in r.output
+
+
+def test_geometry_recomputes_the_map(tmp_path):
+    from mechscope.features.db import FeatureDB
+    from tests.unit.features import helpers
+
+    nasty_db(tmp_path / "f.db", tmp_path / "s").close()
+    mdir, ddir = helpers.save_tiny(tmp_path)
+    base = ["features", "geometry", "--db", str(tmp_path / "f.db"), "--dictionary", DICT, "--model", str(mdir)]
+    r = CliRunner().invoke(app, base + ["--clusters", "3", "--json"])
+    assert r.exit_code == 2 and "--weights" in r.output  # the test harvest recorded no path
+    r = CliRunner().invoke(app, base + ["--weights", str(ddir), "--method", "tsne", "--clusters", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output.strip().splitlines()[-1])  # stderr's "loading ..." line comes first
+    assert out["features"] == 24 and sum(out["cluster_sizes"].values()) == 24 and len(out["cluster_sizes"]) == 3
+    db = FeatureDB.open(tmp_path / "f.db", read_only=True)
+    assert {r["method"] for r in db.geometry(DICT)} == {"tsne"} and {r["cluster"] for r in db.geometry(DICT)} == {0, 1, 2}
+    db.close()
+    r = CliRunner().invoke(app, ["features", "geometry", "--db", str(tmp_path / "f.db"), "--dictionary", "nope"])
+    assert r.exit_code == 2 and "no feature set 'nope'" in r.output
+    r = CliRunner().invoke(app, base + ["--weights", str(ddir), "--method", "umap"])
+    assert r.exit_code == 2 and "pca, tsne" in r.output

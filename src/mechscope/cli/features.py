@@ -162,7 +162,7 @@ def geometry(
             fs = neuron_features(m, row["hook"], int(row["n_features"]))
         fmap = geo.decoder_map(fs.directions, method=method, n_clusters=clusters, seed=seed)
         geo.store(database, dictionary, fmap)
-        sizes = sorted(((int(c), int((fmap.cluster == c).sum())) for c in set(fmap.cluster.tolist())))
+        sizes = sorted((int(c), int((fmap.cluster == c).sum())) for c in set(fmap.cluster.tolist()))
     out = {"dictionary": dictionary, "method": method, "features": int(fmap.xy.shape[0]), "cluster_sizes": dict(sizes)}
     typer.echo(json.dumps(out) if as_json else "\n".join(f"{k:>14}  {v}" for k, v in out.items()))
 

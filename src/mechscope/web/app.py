@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from mechscope.errors import ConfigError, MechscopeError
 from mechscope.features.db import FeatureDB
@@ -118,6 +119,7 @@ def create_app(db_path: str | Path, *, model: Any = None, model_loader: Callable
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
     from mechscope.features.render import feature_page
+    from mechscope.features.render import page as render_page
     from mechscope.web import pages
     from mechscope.web.model_ops import Steering, explore_prompt, generate_text
     from mechscope.web.schemas import PromptIn, SteerIn
@@ -238,7 +240,9 @@ def create_app(db_path: str | Path, *, model: Any = None, model_loader: Callable
         return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     @app.get("/runs/{path:path}", response_class=HTMLResponse)
-    def run_files(path: str = "") -> Any:
+    def run_files(path: str = "", view: int = 0) -> Any:
+        from mechscope.web import runs_view
+
         if not path.strip("/"):
             return pages.runs_page([(r.name, f"/runs/{i}/") for i, r in enumerate(state.runs)])
         head, _, rest = path.partition("/")
@@ -253,9 +257,21 @@ def create_app(db_path: str | Path, *, model: Any = None, model_loader: Callable
             for p in sorted(target.iterdir()):
                 rel = (Path(rest) / p.name).as_posix()
                 if _inside(base, rel) is not None:  # a symlink pointing outside is not listed
-                    listing.append((p.name + ("/" if p.is_dir() else ""), f"/runs/{head}/{rel}"))
-            return pages.runs_page(listing)
-        return FileResponse(target)
+                    href = f"/runs/{head}/{quote(rel)}"
+                    if p.suffix == ".json" and runs_view.sweep_result(p) is not None:
+                        listing.append((p.name + " (heatmap)", href + "?view=1"))
+                    listing.append((p.name + ("/" if p.is_dir() else ""), href + ("/" if p.is_dir() else "")))
+            here = f"/runs/{head}/{quote(Path(rest).as_posix())}/" if rest.strip("/") else f"/runs/{head}/"
+            return pages.runs_page(listing, before=runs_view.circuit_body(target, here) or "")
+        if view and target.suffix == ".json":
+            result = runs_view.sweep_result(target)
+            if result is None:
+                raise HTTPException(404, "not a patching result")
+            return HTMLResponse(render_page("patching result", runs_view.sweep_body(result, target.name),
+                                           nav=pages.NAV))
+        # raw files: sandboxed, so an SVG or HTML file in a run directory cannot run scripts when opened directly
+        return FileResponse(target, headers={"Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self' "
+                                             "data:; style-src 'unsafe-inline'"})
 
     return app
 

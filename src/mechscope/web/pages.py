@@ -120,10 +120,11 @@ def steer_page(dictionaries: Sequence[dict[str, Any]], dictionary: str, feature:
     return page("steering", body, nav=NAV, script=STEER_SCRIPT)
 
 
-def runs_page(entries: Sequence[tuple[str, str]]) -> str:
-    """A directory listing of a run directory (links to files inside it only)."""
+def runs_page(entries: Sequence[tuple[str, str]], *, before: str = "") -> str:
+    """A directory listing of a run directory (links to files inside it only), after ``before`` (escaped HTML:
+    a recognised run's view, e.g. a circuit)."""
     items = "".join(f'<li><a href="{esc(href)}">{esc(name)}</a></li>' for name, href in entries)
-    return page("runs", f"<h1>Runs</h1><ul>{items or '<li class=muted>no run directories</li>'}</ul>", nav=NAV)
+    return page("runs", f"{before}<h1>Runs</h1><ul>{items or '<li class=muted>no run directories</li>'}</ul>", nav=NAV)
 
 
 __all__ = ["NAV", "link", "browser", "prompt_page", "steer_page", "runs_page"]

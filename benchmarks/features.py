@@ -170,19 +170,21 @@ def bench_web(n_features: int, clients: int, per_client: int, max_seconds: float
                             errors[0] += r.status_code != 200
 
                 threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-                cpu0 = _cpu_s(proc.pid)
+                cpu0, own0 = _cpu_s(proc.pid), _cpu_s(os.getpid())
                 t0 = time.perf_counter()
                 for th in threads:
                     th.start()
                 for th in threads:
                     th.join()
                 wall = time.perf_counter() - t0
-                server_cpu = _cpu_s(proc.pid) - cpu0
+                server_cpu, client_cpu = _cpu_s(proc.pid) - cpu0, _cpu_s(os.getpid()) - own0
                 lat.sort()
                 results[kind] = {"requests": len(lat), "errors": errors[0], "p50_ms": 1000 * lat[len(lat) // 2],
                                  "p95_ms": 1000 * lat[int(0.95 * (len(lat) - 1))], "max_ms": 1000 * lat[-1],
                                  "throughput_rps": len(lat) / wall,
-                                 "server_cpu_ms_per_request": 1000 * server_cpu / max(len(lat), 1)}
+                                 "server_cpu_ms_per_request": 1000 * server_cpu / max(len(lat), 1),
+                                 "client_cpu_ms_per_request": 1000 * client_cpu / max(len(lat), 1),
+                                 "load_average_after": os.getloadavg()[0]}
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -276,4 +276,23 @@ def create_app(db_path: str | Path, *, model: Any = None, model_loader: Callable
     return app
 
 
-__all__ = ["create_app"]
+ENV = "MECHSCOPE_SERVE"
+"""Environment variable carrying ``create_app``'s arguments (JSON) to uvicorn worker processes."""
+
+
+def app_from_env() -> Any:
+    """The app described by ``$MECHSCOPE_SERVE`` (``{"db", "runs", "model"}``): uvicorn's factory for ``--workers``."""
+    import json
+    import os
+
+    from mechscope.cli.common import load_model
+
+    spec = json.loads(os.environ[ENV])
+
+    def loader(name: str) -> Any:
+        return load_model(spec.get("model") or name)
+
+    return create_app(spec["db"], model_loader=loader, runs=spec.get("runs") or [])
+
+
+__all__ = ["create_app", "app_from_env", "ENV"]

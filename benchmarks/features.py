@@ -144,7 +144,7 @@ def bench_web(n_features: int, clients: int, per_client: int, max_seconds: float
         port = free_port()
         env = dict(os.environ, OMP_NUM_THREADS="1")
         proc = subprocess.Popen([sys.executable, "-m", "mechscope.cli.main", "serve", "--db", str(path), "--port",
-                                 str(port), "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 str(port)] + (["--workers", str(workers)] if workers > 1 else []), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 60

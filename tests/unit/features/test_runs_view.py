@@ -86,3 +86,20 @@ def test_circuit_directory(runs_site):
         assert svg.status_code == 200 and "<svg" in svg.text[:300]
         evil = c.get("/runs/0/circuit/evil.svg")  # opened directly: sandboxed, its script cannot run
         assert "sandbox" in evil.headers["content-security-policy"]
+
+
+def test_patch_cli_writes_a_result_the_view_recognises(tmp_path):
+    from typer.testing import CliRunner
+
+    from mechscope.cli.main import app
+    from mechscope.web.runs_view import sweep_body, sweep_result
+    from tests.unit.features import helpers
+
+    mdir, _ = helpers.save_tiny(tmp_path)
+    r = CliRunner().invoke(app, ["patch", "--model", str(mdir), "--clean", "abcab", "--corrupted", "abdab",
+                                 "--answer", "c", "--wrong", "d", "--out", str(tmp_path / "run" / "fig.png"), "--json"])
+    assert r.exit_code == 0, r.output
+    d = sweep_result(tmp_path / "run" / "fig.json")
+    assert d is not None and d["sweep"] == "resid_pre" and d["axes"] == ["layer", "pos"]
+    doc = inspect(sweep_body(d, "fig.json"))
+    assert doc.tags.count("rect") == len(d["labels"]["layer"]) * len(d["labels"]["pos"])

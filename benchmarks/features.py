@@ -116,7 +116,22 @@ def synthetic_db(path: Path, n_features: int) -> None:
     db.close()
 
 
-def bench_web(n_features: int, clients: int, per_client: int, max_seconds: float) -> dict[str, Any]:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its live descendants (uvicorn's worker processes)."""
+    total = _cpu_s(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += _tree_cpu_s(int(child))
+    return total
+
+
+def bench_web(n_features: int, clients: int, per_client: int, max_seconds: float, workers: int = 1) -> dict[str, Any]:
     import httpx
 
     from mechscope.web.server import free_port
@@ -129,7 +144,7 @@ def bench_web(n_features: int, clients: int, per_client: int, max_seconds: float
         port = free_port()
         env = dict(os.environ, OMP_NUM_THREADS="1")
         proc = subprocess.Popen([sys.executable, "-m", "mechscope.cli.main", "serve", "--db", str(path), "--port",
-                                 str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 str(port)] + (["--workers", str(workers)] if workers > 1 else []), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 60
@@ -164,21 +179,26 @@ def bench_web(n_features: int, clients: int, per_client: int, max_seconds: float
                             errors[0] += r.status_code != 200
 
                 threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+                cpu0, own0 = _tree_cpu_s(proc.pid), _cpu_s(os.getpid())
                 t0 = time.perf_counter()
                 for th in threads:
                     th.start()
                 for th in threads:
                     th.join()
                 wall = time.perf_counter() - t0
+                server_cpu, client_cpu = _tree_cpu_s(proc.pid) - cpu0, _cpu_s(os.getpid()) - own0
                 lat.sort()
                 results[kind] = {"requests": len(lat), "errors": errors[0], "p50_ms": 1000 * lat[len(lat) // 2],
                                  "p95_ms": 1000 * lat[int(0.95 * (len(lat) - 1))], "max_ms": 1000 * lat[-1],
-                                 "throughput_rps": len(lat) / wall}
+                                 "throughput_rps": len(lat) / wall,
+                                 "server_cpu_ms_per_request": 1000 * server_cpu / max(len(lat), 1),
+                                 "client_cpu_ms_per_request": 1000 * client_cpu / max(len(lat), 1),
+                                 "load_average_after": os.getloadavg()[0]}
         finally:
             proc.terminate()
             proc.wait(timeout=30)
         size = path.stat().st_size + sum(p.stat().st_size for p in Path(tmp).glob("web.db-*"))
-    return {"features": n_features, "clients": clients, "db_build_s": build_s, "db_bytes_per_feature": size / n_features,
+    return {"features": n_features, "clients": clients, "workers": workers, "db_build_s": build_s, "db_bytes_per_feature": size / n_features,
             **results}
 
 
@@ -192,6 +212,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--per-client", type=int, default=40)
     ap.add_argument("--max-seconds", type=float, default=120.0)
+    ap.add_argument("--workers", type=int, default=1, help="mechscope serve --workers")
     ap.add_argument("--db", default="runs/features/smollm2.db", help="a real harvest's database (size per feature)")
     args = ap.parse_args()
     out: dict[str, Any] = {"machine": machine(), "load_average": os.getloadavg()}
@@ -205,7 +226,7 @@ def main() -> None:
     if args.only in (None, "harvest"):
         out["harvest"] = bench_harvest(args.dictionary, args.tokens, args.rounds)
     if args.only in (None, "web"):
-        out["web"] = bench_web(args.features, args.clients, args.per_client, args.max_seconds)
+        out["web"] = bench_web(args.features, args.clients, args.per_client, args.max_seconds, args.workers)
     print(json.dumps(out, indent=1))
 
 

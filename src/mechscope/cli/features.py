@@ -127,6 +127,47 @@ def show(
 
 
 @app.command()
+def geometry(
+    db: Path = typer.Option(..., "--db", help="Feature database (written)."),
+    dictionary: str = typer.Option(..., "--dictionary", help="Feature set name in the database."),
+    model: str | None = typer.Option(None, "--model", help="Model name or path (default: the feature set's model)."),
+    weights: Path | None = typer.Option(None, "--weights", help="Dictionary directory (default: the path the "
+                                        "harvest recorded)."),
+    method: str = typer.Option("pca", "--method", help="pca | tsne."),
+    clusters: int = typer.Option(8, "--clusters", help="k-means clusters."),
+    seed: int = typer.Option(0, "--seed", help="Seed of t-SNE and k-means."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """(Re)compute a feature set's 2-D decoder map and clusters and store them (a harvest stores a PCA map)."""
+    from mechscope.features import geometry as geo
+    from mechscope.features.db import FeatureDB
+    from mechscope.features.source import dictionary_features, neuron_features
+
+    with fail_cleanly():
+        database = FeatureDB.open(db, create=False)
+        rows = [d for d in database.dictionaries() if d["name"] == dictionary]
+        if not rows:
+            names = ", ".join(d["name"] for d in database.dictionaries()) or "none"
+            raise ConfigError(f"no feature set {dictionary!r} in {db} (feature sets: {names})")
+        row = rows[0]
+        m = load_model(model or row["model"])
+        if row["kind"] == "sae":
+            from mechscope.dictionaries.io import load as load_dictionary
+
+            path = weights or row["config"].get("path")
+            if not path:
+                raise ConfigError(f"feature set {dictionary!r} records no dictionary path; pass --weights DIR")
+            fs = dictionary_features(m, load_dictionary(path), dictionary, hook=row["hook"])
+        else:
+            fs = neuron_features(m, row["hook"], int(row["n_features"]))
+        fmap = geo.decoder_map(fs.directions, method=method, n_clusters=clusters, seed=seed)
+        geo.store(database, dictionary, fmap)
+        sizes = sorted((int(c), int((fmap.cluster == c).sum())) for c in set(fmap.cluster.tolist()))
+    out = {"dictionary": dictionary, "method": method, "features": int(fmap.xy.shape[0]), "cluster_sizes": dict(sizes)}
+    typer.echo(json.dumps(out) if as_json else "\n".join(f"{k:>14}  {v}" for k, v in out.items()))
+
+
+@app.command()
 def export(
     db: Path = typer.Option(..., "--db", help="Feature database."),
     dictionary: str = typer.Option(..., "--dictionary", help="Dictionary name."),

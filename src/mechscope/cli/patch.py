@@ -50,6 +50,9 @@ def _sweep(model_name: str, clean: str, corrupted: str, answer: str, wrong: str,
                                "top": res.top(10)}
     if out is not None:
         summary["figure"] = str(save_figure(res.heatmap(), out))
+        from mechscope.io_safety import atomic_write_json
+
+        summary["result"] = str(atomic_write_json(Path(out).with_suffix(".json"), res.to_dict()))  # mechscope serve
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
     else:
@@ -68,7 +71,7 @@ def main(ctx: typer.Context, model: str = _MODEL,
                                                    "q|k|v|pattern (aliases: resid, heads, heads_by_pos)."),
          direction: str = typer.Option("denoise", help="denoise (clean into corrupted) or noise."),
          method: str = typer.Option("exact", help="exact or attribution."),
-         out: Path | None = typer.Option(None, help="Write the heatmap PNG here."),
+         out: Path | None = typer.Option(None, help="Write the heatmap PNG here (and the result as JSON next to it)."),
          as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Generic sweep when called with --clean/--corrupted and no sub-command."""
     if ctx.invoked_subcommand is not None:
@@ -93,7 +96,7 @@ def run_cmd(clean: str = typer.Option(..., help="Clean prompt."),
             model: str = _MODEL, sweep: str = typer.Option("resid_pre", help="Sweep kind."),
             direction: str = typer.Option("denoise", help="denoise or noise."),
             method: str = typer.Option("exact", help="exact or attribution."),
-            out: Path | None = typer.Option(None, help="Write the heatmap PNG here."),
+            out: Path | None = typer.Option(None, help="Write the heatmap PNG here (and the result as JSON next to it)."),
             as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """One patching sweep on one clean/corrupted pair."""
     _sweep(model, clean, corrupted, answer, wrong, sweep, direction, method, out, as_json)

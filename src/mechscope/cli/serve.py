@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from mechscope.cli.common import fail_cleanly, load_model
+from mechscope.errors import ConfigError
 
 
 def serve(
@@ -25,6 +26,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
     port: int = typer.Option(8765, "--port", help="Port."),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a non-loopback --host."),
+    workers: int = typer.Option(1, "--workers", help="Server processes (each opens the database and loads the "
+                                "model on first use)."),
 ) -> None:
     """Serve the feature browser, feature pages, prompt explorer and steering playground."""
     from mechscope.web.app import create_app
@@ -37,9 +40,19 @@ def serve(
         def loader(name: str) -> Any:
             return load_model(model or name)
 
-        app = create_app(db, model_loader=loader, runs=list(runs or []))
-    typer.echo(f"mechscope serve: http://{host}:{port}/", err=True)
-    run(app, host, port)
+        if not 1 <= workers <= 64:
+            raise ConfigError(f"--workers must be in [1, 64], got {workers}")
+        app: Any = create_app(db, model_loader=loader, runs=list(runs or []))  # checks the database and runs
+        if workers > 1:
+            import json
+            import os
+
+            from mechscope.web.app import ENV
+
+            os.environ[ENV] = json.dumps({"db": str(db), "runs": [str(r) for r in runs or []], "model": model})
+            app = "mechscope.web.app:app_from_env"
+    typer.echo(f"mechscope serve: http://{host}:{port}/ ({workers} worker{'s' * (workers > 1)})", err=True)
+    run(app, host, port, workers=workers)
 
 
 def serve_llm(

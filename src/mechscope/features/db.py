@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mechscope.errors import FeatureDBError
-from mechscope.features.schema import DDL, SCHEMA_VERSION, TABLES
+from mechscope.features.schema import DDL, FTS_DDL, GEOMETRY_DDL, SCHEMA_VERSION, TABLES
 
 _JSON_COLS = ("histogram", "top_logits", "bottom_logits", "neighbours_cosine", "neighbours_coact", "tokens",
               "acts", "config", "stats", "details")
@@ -43,6 +43,8 @@ class FeatureDB:
     def __init__(self, conn: Any, backend: str, where: str, read_only: bool) -> None:
         self.conn, self.backend, self.where, self.read_only = conn, backend, where, read_only
         self._depth = 0
+        self.has_geometry = True  # the optional geometry table exists (checked on open)
+        self.fts = False  # an FTS5 index over explanation text is present (SQLite only; see schema.FTS_DDL)
 
     # -- opening -------------------------------------------------------------------------------------
     @classmethod
@@ -112,6 +114,7 @@ class FeatureDB:
                     self.execute(stmt)
                 self.execute("INSERT INTO meta (key, value) VALUES (?, ?)", ("schema_version", str(SCHEMA_VERSION)))
                 self.execute("INSERT INTO meta (key, value) VALUES (?, ?)", ("created_by", "mechscope"))
+            self._ensure_fts()
             return
         row = self.query("SELECT value FROM meta WHERE key = 'schema_version'")
         version = row[0]["value"] if row else None
@@ -119,6 +122,27 @@ class FeatureDB:
             raise FeatureDBError(f"{self.where} has feature-database schema version {version!r}; this mechscope "
                                  f"reads version {SCHEMA_VERSION} only (tables {', '.join(TABLES)}); "
                                  "re-harvest into a new file or use the mechscope that wrote it")
+        self.has_geometry = "geometry" in tables
+        if not self.has_geometry and not self.read_only:
+            self.execute(GEOMETRY_DDL)
+            self.has_geometry = True
+        if "explanations_fts" in tables:
+            self.fts = self.backend == "sqlite"
+        elif not self.read_only:
+            self._ensure_fts()
+
+    def _ensure_fts(self) -> None:
+        """Create (and fill from ``explanations``) the optional FTS5 index; skipped where FTS5 is unavailable."""
+        if self.backend != "sqlite" or self.read_only:
+            return
+        try:
+            with self.transaction():
+                for stmt in FTS_DDL:
+                    self.execute(stmt)
+                self.execute("INSERT INTO explanations_fts(explanations_fts) VALUES ('rebuild')")
+        except sqlite3.OperationalError:  # a SQLite built without FTS5 / trigram: search falls back to LIKE
+            return
+        self.fts = True
 
     def close(self) -> None:
         """Close the connection."""
@@ -238,31 +262,50 @@ class FeatureDB:
         return out
 
     def search(self, q: str = "", *, dictionary: str = "", sort: str = "density", limit: int = 50,
-               offset: int = 0) -> list[dict[str, Any]]:
+               offset: int = 0, use_index: bool = True) -> list[dict[str, Any]]:
         """Features whose explanation contains ``q`` (case-insensitive; all when empty), sorted by ``sort``.
 
         ``sort``: ``density`` (highest first), ``score`` (best explanation score first, unscored last),
         ``feature`` (id). Scores and matches are aggregated once per query (not per feature row), and the
-        explanation text is fetched only for the rows returned.
+        explanation text is fetched only for the rows returned. On SQLite with the FTS5 trigram index
+        (``use_index`` and ``q`` of >= 3 characters) the index picks the candidate explanations and the same
+        ``LIKE`` test confirms them, so the result equals the plain ``LIKE`` scan's.
         """
         order = {"density": "f.density DESC, f.dictionary, f.feature", "feature": "f.dictionary, f.feature",
                  "score": "COALESCE(s.score, -1.0) DESC, f.dictionary, f.feature"}
         if sort not in order:
             raise FeatureDBError(f"sort must be one of {', '.join(order)}, got {sort!r}")
-        hits = ("JOIN (SELECT DISTINCT dictionary, feature FROM explanations WHERE LOWER(text) LIKE ? ESCAPE '!') h "
-                "ON h.dictionary = f.dictionary AND h.feature = f.feature " if q else "")
+        indexed = bool(q) and use_index and self.fts and len(q) >= 3
+        candidates = "rowid IN (SELECT rowid FROM explanations_fts WHERE explanations_fts MATCH ?) AND " if indexed else ""
+        hits = (f"JOIN (SELECT DISTINCT dictionary, feature FROM explanations WHERE {candidates}LOWER(text) LIKE ? "
+                "ESCAPE '!') h ON h.dictionary = f.dictionary AND h.feature = f.feature " if q else "")
         sql = ("SELECT f.dictionary, f.feature, f.density, f.mean_act, f.max_act, s.score FROM features f "
                f"{hits}LEFT JOIN (SELECT dictionary, feature, MAX(value) AS score FROM scores GROUP BY dictionary, "
                "feature) s ON s.dictionary = f.dictionary AND s.feature = f.feature WHERE (? = '' OR f.dictionary = ?) "
                f"ORDER BY {order[sort]} LIMIT ? OFFSET ?")
         pattern = q.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_")  # match q literally
-        params: tuple[Any, ...] = ((f"%{pattern}%",) if q else ()) + (dictionary, dictionary, int(limit), int(offset))
+        phrase = '"' + q.replace('"', '""') + '"'  # an FTS5 string: matched as a substring by the trigram index
+        params: tuple[Any, ...] = (((phrase,) if indexed else ()) + ((f"%{pattern}%",) if q else ())
+                                   + (dictionary, dictionary, int(limit), int(offset)))
         rows = self.query(sql, params)
         for r in rows:
             text = self.query("SELECT text FROM explanations WHERE dictionary = ? AND feature = ? ORDER BY "
                               "created_at DESC, explainer LIMIT 1", (r["dictionary"], r["feature"]))
             r["explanation"] = text[0]["text"] if text else None
         return rows
+
+    def geometry(self, dictionary: str) -> list[dict[str, Any]]:
+        """The stored 2-D map of a feature set (``feature, x, y, cluster, method`` rows by id; [] if none)."""
+        if not self.has_geometry:
+            return []
+        return self.query("SELECT feature, x, y, cluster, method FROM geometry WHERE dictionary = ? ORDER BY feature",
+                          (dictionary,))
+
+    def explanations(self, dictionary: str) -> dict[int, str]:
+        """The newest explanation text of every explained feature of a feature set."""
+        rows = self.query("SELECT feature, text FROM explanations WHERE dictionary = ? ORDER BY created_at, explainer "
+                          "DESC", (dictionary,))
+        return {int(r["feature"]): r["text"] for r in rows}  # later rows (newer) win
 
     def count(self, table: str) -> int:
         """Number of rows of a schema table."""

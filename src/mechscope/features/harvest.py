@@ -228,6 +228,7 @@ class Harvester:
 
     # -- writing -------------------------------------------------------------------------------------
     def _write(self, state: dict[str, Tensor]) -> None:
+        from mechscope.features import geometry
         from mechscope.features.records import example_rows, feature_rows
 
         f, cfg = self.features, self.cfg
@@ -238,6 +239,8 @@ class Harvester:
         groups = quantile_groups(state["res_vals"], state["res_tok"] >= 0, cfg.stats.n_quantiles)
         features = feature_rows(f.name, state, cfg.stats, logits, cos, coact, vocab)
         examples = example_rows(f.name, state, groups, cfg.stats, vocab)
+        fmap = (geometry.decoder_map(f.directions, n_clusters=min(geometry.N_CLUSTERS, f.n_features))
+                if f.n_features >= 3 else None)  # PCA map + k-means clusters: about a second at 2,304 latents
         stats_meta = {"n_tokens": int(state["n_tokens"]), "window": [cfg.stats.left, cfg.stats.right],
                       "top_k": cfg.stats.top_k, "reservoir": cfg.stats.reservoir,
                       "n_quantiles": cfg.stats.n_quantiles, "run": self.run_id}
@@ -250,6 +253,8 @@ class Harvester:
                                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", features)
             self.db.executemany("INSERT INTO examples (dictionary, feature, kind, ordinal, quantile, activation, "
                                 "token_index, focus, tokens, acts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", examples)
+            if fmap is not None:
+                geometry.store(self.db, f.name, fmap)
             self.db.put_run(self.run_id, f.name, "harvest", "done", self.run_config, int(state["n_tokens"]),
                             cfg.n_tokens)
 

@@ -15,7 +15,10 @@ Tables (keys in brackets; JSON columns are TEXT):
   the window), ``tokens`` JSON (strings) and ``acts`` JSON (this feature's activation on every window token);
 * ``explanations [dictionary, feature, explainer]``: the text and when it was made;
 * ``scores [dictionary, feature, explainer, method]``: ``detection`` / ``fuzzing`` value in [0, 1], number of
-  trials and details JSON.
+  trials and details JSON;
+* ``geometry [dictionary, feature]``: the feature's point ``x, y`` on a 2-D map of the write directions, its
+  ``cluster`` and the map's ``method`` (``features/geometry.py``). Added after the first release of version 1
+  without a version bump: it is created on opening a writable database, and readers treat it as optional.
 
 Identifiers are natural keys (no auto-increment, whose syntax differs between the two databases); upserts use
 ``INSERT ... ON CONFLICT ... DO UPDATE``, also common to both. A database whose ``schema_version`` differs
@@ -54,6 +57,25 @@ DDL = [
         dictionary TEXT NOT NULL, feature INTEGER NOT NULL, explainer TEXT NOT NULL, method TEXT NOT NULL,
         value DOUBLE PRECISION NOT NULL, n INTEGER NOT NULL, details TEXT NOT NULL, created_at TEXT NOT NULL,
         PRIMARY KEY (dictionary, feature, explainer, method))""",
+    GEOMETRY_DDL := """CREATE TABLE IF NOT EXISTS geometry (
+        dictionary TEXT NOT NULL, feature INTEGER NOT NULL, x DOUBLE PRECISION NOT NULL,
+        y DOUBLE PRECISION NOT NULL, cluster INTEGER NOT NULL, method TEXT NOT NULL,
+        PRIMARY KEY (dictionary, feature))""",
 ]
 
-TABLES = ("meta", "models", "dictionaries", "runs", "features", "examples", "explanations", "scores")
+# SQLite only, optional (used when the SQLite build has FTS5): a trigram index over the explanation text, kept in
+# step with ``explanations`` by triggers, so a substring search reads the index instead of scanning every row.
+# A database without it (older files, PostgreSQL, a SQLite without FTS5) is searched with LIKE; same results.
+FTS_DDL = [
+    "CREATE VIRTUAL TABLE IF NOT EXISTS explanations_fts USING fts5(text, content='explanations', "
+    "content_rowid='rowid', tokenize='trigram case_sensitive 0')",
+    "CREATE TRIGGER IF NOT EXISTS explanations_fts_ai AFTER INSERT ON explanations BEGIN "
+    "INSERT INTO explanations_fts(rowid, text) VALUES (new.rowid, new.text); END",
+    "CREATE TRIGGER IF NOT EXISTS explanations_fts_ad AFTER DELETE ON explanations BEGIN "
+    "INSERT INTO explanations_fts(explanations_fts, rowid, text) VALUES ('delete', old.rowid, old.text); END",
+    "CREATE TRIGGER IF NOT EXISTS explanations_fts_au AFTER UPDATE ON explanations BEGIN "
+    "INSERT INTO explanations_fts(explanations_fts, rowid, text) VALUES ('delete', old.rowid, old.text); "
+    "INSERT INTO explanations_fts(rowid, text) VALUES (new.rowid, new.text); END",
+]
+
+TABLES = ("meta", "models", "dictionaries", "runs", "features", "examples", "explanations", "scores", "geometry")

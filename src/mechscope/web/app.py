@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from mechscope.errors import ConfigError, MechscopeError
 from mechscope.features.db import FeatureDB
@@ -68,6 +69,42 @@ class _State:
             return self._dicts[row["name"]]
 
 
+class SecurityHeaders:
+    """Pure ASGI middleware adding the security headers to every HTTP response.
+
+    (Starlette's ``@app.middleware("http")`` wraps each response in a streaming ``BaseHTTPMiddleware`` layer,
+    which cost more than rendering a feature page; this edits the start message in place.)
+    """
+
+    HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+               (b"referrer-policy", b"no-referrer")]
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _json(data: Any) -> Any:
+    """A JSON response serialised by ``json.dumps`` directly (FastAPI's encoder walks every value first)."""
+    import json
+
+    from fastapi.responses import Response
+
+    return Response(json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":")),
+                    media_type="application/json")
+
+
 def _inside(root: Path, rel: str) -> Path | None:
     """``root / rel`` resolved, if it stays inside ``root`` (else None)."""
     base = root.resolve()
@@ -82,6 +119,7 @@ def create_app(db_path: str | Path, *, model: Any = None, model_loader: Callable
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
     from mechscope.features.render import feature_page
+    from mechscope.features.render import page as render_page
     from mechscope.web import pages
     from mechscope.web.model_ops import Steering, explore_prompt, generate_text
     from mechscope.web.schemas import PromptIn, SteerIn
@@ -89,13 +127,7 @@ def create_app(db_path: str | Path, *, model: Any = None, model_loader: Callable
     state = _State(str(db_path), model, model_loader, [Path(r) for r in runs or []])
     app = FastAPI(title="mechscope", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.middleware("http")
-    async def headers(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        return response
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(MechscopeError)
     async def mechscope_error(request: Request, exc: MechscopeError) -> Any:
@@ -106,16 +138,20 @@ def create_app(db_path: str | Path, *, model: Any = None, model_loader: Callable
             raise HTTPException(400, "limit must be in [1, 1000]")
         return limit
 
+    # The database readers below are ``async``: a query takes milliseconds (SQLite, read-only, indexed), so
+    # running them on the event loop avoids a threadpool hop and GIL hand-offs per request. The model
+    # endpoints (seconds) stay sync, in the threadpool.
     @app.get("/", response_class=HTMLResponse)
-    def index(q: str = "", sort: str = "density", dictionary: str = "", limit: int = 100) -> str:
+    async def index(q: str = "", sort: str = "density", dictionary: str = "", limit: int = 100) -> str:
         db = state.db()
         return pages.browser(db.search(q, dictionary=dictionary, sort=sort, limit=clamp_limit(limit)),
                              db.dictionaries(), q, sort, dictionary)
 
     @app.get("/api/features")
-    def api_features(q: str = "", limit: int = 50, sort: str = "density", dictionary: str = "",
-                     offset: int = 0) -> list[dict[str, Any]]:
-        return state.db().search(q, dictionary=dictionary, sort=sort, limit=clamp_limit(limit), offset=max(offset, 0))
+    async def api_features(q: str = "", limit: int = 50, sort: str = "density", dictionary: str = "",
+                           offset: int = 0) -> Any:
+        return _json(state.db().search(q, dictionary=dictionary, sort=sort, limit=clamp_limit(limit),
+                                       offset=max(offset, 0)))
 
     def get_feature(dictionary: str, feature: int) -> dict[str, Any]:
         feat = state.db().feature(dictionary, feature)
@@ -124,19 +160,43 @@ def create_app(db_path: str | Path, *, model: Any = None, model_loader: Callable
         return feat
 
     @app.get("/api/features/{dictionary}/{feature}")
-    def api_feature(dictionary: str, feature: int) -> dict[str, Any]:
-        return get_feature(dictionary, feature)
+    async def api_feature(dictionary: str, feature: int) -> Any:
+        return _json(get_feature(dictionary, feature))
 
     @app.get("/api/dictionaries")
-    def api_dictionaries() -> list[dict[str, Any]]:
-        return state.db().dictionaries()
+    async def api_dictionaries() -> Any:
+        return _json(state.db().dictionaries())
 
     @app.get("/features/{dictionary}/{feature}", response_class=HTMLResponse)
-    def feature_html(dictionary: str, feature: int) -> str:
+    async def feature_html(dictionary: str, feature: int) -> Any:
         steer = f'<p><a href="/steer?dictionary={pages.esc(dictionary)}&amp;feature={int(feature)}">steer with ' \
                 "this feature</a></p>"
-        return feature_page(get_feature(dictionary, feature), pages.link, nav=pages.NAV).replace(
-            "</main>", steer + "</main>", 1)
+        return HTMLResponse(feature_page(get_feature(dictionary, feature), pages.link, nav=pages.NAV).replace(
+            "</main>", steer + "</main>", 1))
+
+    def geometry_data(dictionary: str) -> tuple[list[dict[str, Any]], dict[int, str]]:
+        db = state.db()
+        if not any(d["name"] == dictionary for d in db.dictionaries()):
+            raise HTTPException(404, f"no dictionary {dictionary!r}")
+        return db.geometry(dictionary), db.explanations(dictionary)
+
+    @app.get("/api/geometry/{dictionary}")
+    async def api_geometry(dictionary: str) -> Any:
+        from mechscope.features.geometry import cluster_summary
+
+        rows, expl = geometry_data(dictionary)
+        return _json({"dictionary": dictionary, "method": rows[0]["method"] if rows else None,
+                      "feature": [r["feature"] for r in rows], "x": [r["x"] for r in rows],
+                      "y": [r["y"] for r in rows], "cluster": [r["cluster"] for r in rows],
+                      "clusters": cluster_summary(rows, expl)})
+
+    @app.get("/geometry/{dictionary}", response_class=HTMLResponse)
+    async def geometry_html(dictionary: str) -> Any:
+        from mechscope.features.geometry import cluster_summary
+        from mechscope.web.geometry_page import geometry_page
+
+        rows, expl = geometry_data(dictionary)
+        return HTMLResponse(geometry_page(dictionary, rows, cluster_summary(rows, expl), expl, pages.link, pages.NAV))
 
     @app.get("/prompt", response_class=HTMLResponse)
     def prompt_html() -> str:
@@ -180,7 +240,9 @@ def create_app(db_path: str | Path, *, model: Any = None, model_loader: Callable
         return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     @app.get("/runs/{path:path}", response_class=HTMLResponse)
-    def run_files(path: str = "") -> Any:
+    def run_files(path: str = "", view: int = 0) -> Any:
+        from mechscope.web import runs_view
+
         if not path.strip("/"):
             return pages.runs_page([(r.name, f"/runs/{i}/") for i, r in enumerate(state.runs)])
         head, _, rest = path.partition("/")
@@ -195,11 +257,42 @@ def create_app(db_path: str | Path, *, model: Any = None, model_loader: Callable
             for p in sorted(target.iterdir()):
                 rel = (Path(rest) / p.name).as_posix()
                 if _inside(base, rel) is not None:  # a symlink pointing outside is not listed
-                    listing.append((p.name + ("/" if p.is_dir() else ""), f"/runs/{head}/{rel}"))
-            return pages.runs_page(listing)
-        return FileResponse(target)
+                    href = f"/runs/{head}/{quote(rel)}"
+                    if p.suffix == ".json" and runs_view.sweep_result(p) is not None:
+                        listing.append((p.name + " (heatmap)", href + "?view=1"))
+                    listing.append((p.name + ("/" if p.is_dir() else ""), href + ("/" if p.is_dir() else "")))
+            here = f"/runs/{head}/{quote(Path(rest).as_posix())}/" if rest.strip("/") else f"/runs/{head}/"
+            return pages.runs_page(listing, before=runs_view.circuit_body(target, here) or "")
+        if view and target.suffix == ".json":
+            result = runs_view.sweep_result(target)
+            if result is None:
+                raise HTTPException(404, "not a patching result")
+            return HTMLResponse(render_page("patching result", runs_view.sweep_body(result, target.name),
+                                           nav=pages.NAV))
+        # raw files: sandboxed, so an SVG or HTML file in a run directory cannot run scripts when opened directly
+        return FileResponse(target, headers={"Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self' "
+                                             "data:; style-src 'unsafe-inline'"})
 
     return app
 
 
-__all__ = ["create_app"]
+ENV = "MECHSCOPE_SERVE"
+"""Environment variable carrying ``create_app``'s arguments (JSON) to uvicorn worker processes."""
+
+
+def app_from_env() -> Any:
+    """The app described by ``$MECHSCOPE_SERVE`` (``{"db", "runs", "model"}``): uvicorn's factory for ``--workers``."""
+    import json
+    import os
+
+    from mechscope.cli.common import load_model
+
+    spec = json.loads(os.environ[ENV])
+
+    def loader(name: str) -> Any:
+        return load_model(spec.get("model") or name)
+
+    return create_app(spec["db"], model_loader=loader, runs=spec.get("runs") or [])
+
+
+__all__ = ["create_app", "app_from_env", "ENV"]

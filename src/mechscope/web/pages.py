@@ -27,12 +27,17 @@ def browser(rows: Sequence[dict[str, Any]], dictionaries: Sequence[dict[str, Any
     """The feature browser: search by explanation, sort by density or score, filter by dictionary."""
     opts = "".join(f'<option value="{esc(d["name"])}"{" selected" if d["name"] == dictionary else ""}>'
                    f'{esc(d["name"])} ({int(d["n_features"])})</option>' for d in dictionaries)
+    from urllib.parse import quote
+
+    maps = " ".join(f'<a class="map-link" href="/geometry/{esc(quote(d["name"], safe=""))}">{esc(d["name"])}</a>'
+                    for d in dictionaries)
     sorts = "".join(f'<option value="{s}"{" selected" if s == sort else ""}>{s}</option>'
                     for s in ("density", "score", "feature"))
     body = (f'<h1>Features</h1><form id="search" method="get" action="/">'
             f'<input id="q" name="q" value="{esc(q)}" placeholder="search explanations" size="40"> '
             f'<select name="dictionary" id="dictionary"><option value="">all dictionaries</option>{opts}</select> '
             f'<select name="sort" id="sort">{sorts}</select> <button type="submit">search</button></form>'
+            f'<p class="muted">maps: {maps or "none"}</p>'
             f'<p class="muted">{len(rows)} shown</p>{feature_list(rows, link)}')
     return page("mechscope features", body, nav=NAV)
 
@@ -115,10 +120,11 @@ def steer_page(dictionaries: Sequence[dict[str, Any]], dictionary: str, feature:
     return page("steering", body, nav=NAV, script=STEER_SCRIPT)
 
 
-def runs_page(entries: Sequence[tuple[str, str]]) -> str:
-    """A directory listing of a run directory (links to files inside it only)."""
+def runs_page(entries: Sequence[tuple[str, str]], *, before: str = "") -> str:
+    """A directory listing of a run directory (links to files inside it only), after ``before`` (escaped HTML:
+    a recognised run's view, e.g. a circuit)."""
     items = "".join(f'<li><a href="{esc(href)}">{esc(name)}</a></li>' for name, href in entries)
-    return page("runs", f"<h1>Runs</h1><ul>{items or '<li class=muted>no run directories</li>'}</ul>", nav=NAV)
+    return page("runs", f"{before}<h1>Runs</h1><ul>{items or '<li class=muted>no run directories</li>'}</ul>", nav=NAV)
 
 
 __all__ = ["NAV", "link", "browser", "prompt_page", "steer_page", "runs_page"]

@@ -28,11 +28,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def serve(app: Any, host: str = "127.0.0.1", port: int = 8765, *, log_level: str = "info") -> None:
-    """Serve ``app`` until interrupted."""
+def serve(app: Any, host: str = "127.0.0.1", port: int = 8765, *, log_level: str = "info", workers: int = 1) -> None:
+    """Serve ``app`` until interrupted; with ``workers > 1``, ``app`` must be an import string of a factory."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    if workers > 1:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, workers=workers, factory=True)
+    else:
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from mechscope.circuits.patchable import fixed_differences
 from mechscope.circuits.problem import Problem
+from mechscope.circuits.receiver_grads import edge_gradient
 from mechscope.circuits.scores import EdgeScores
 from mechscope.errors import ConfigError
 
@@ -41,12 +42,17 @@ def _mask_grad(problem: Problem, masks: Tensor, fixed: Tensor | None) -> Tensor:
 
 
 def eap(problem: Problem) -> EdgeScores:
-    """Edge attribution patching: first-order effect of patching each edge alone."""
+    """Edge attribution patching: first-order effect of patching each edge alone.
+
+    One forward + input-only backward on the clean tokens (``receiver_grads``: no per-head copies), which
+    also gives the clean sender outputs, plus the corrupted forward the problem already ran."""
     g = problem.graph
-    fixed = fixed_differences(problem.patch, problem.clean_outputs)
-    zeros = torch.zeros(1, len(g.senders), len(g.receivers))
-    scores = _mask_grad(problem, zeros, fixed)
-    return EdgeScores(g, scores, "eap", info=_info(problem))
+    dense, outputs, values = edge_gradient(problem.model, g, problem.clean, problem.metric,
+                                           lambda outs: fixed_differences(problem.patch, outs),
+                                           readout=problem.readout)
+    problem.forwards += 1
+    problem.set_clean(outputs, values[0])
+    return EdgeScores(g, g.gather(dense), "eap", info=_info(problem))
 
 
 def eap_ig(problem: Problem, steps: int = 5, variant: Literal["inputs", "activations"] = "inputs",
@@ -62,11 +68,14 @@ def eap_ig(problem: Problem, steps: int = 5, variant: Literal["inputs", "activat
     if variant == "inputs":
         fixed = fixed_differences(problem.patch, problem.clean_outputs)
         fractions = [1.0 - k / steps for k in range(1, steps + 1)]  # patched fraction of the input
-        row = torch.zeros(len(g.senders), 1)
-        row[0] = 1.0
-        for i in range(0, steps, chunk):
-            m = torch.stack([valid * row * f for f in fractions[i:i + chunk]])
-            total += _mask_grad(problem, m, fixed)
+        delta = problem.patch[0][:, :, 0] - problem.clean_outputs[0][:, :, 0]  # [batch|1 pos d_model]
+        delta = delta.expand(problem.clean.shape[0], -1, -1)
+        for i in range(0, steps, chunk):  # interpolated inputs = shifted embeddings (receiver_grads)
+            dense, _, _ = edge_gradient(problem.model, g, problem.clean, problem.metric, fixed,
+                                        readout=problem.readout, fractions=tuple(fractions[i:i + chunk]),
+                                        delta=delta)
+            problem.forwards += 1
+            total += g.gather(dense)
     elif variant == "activations":
         fractions = [(k + 0.5) / steps for k in range(steps)]
         for i in range(0, steps, chunk):

@@ -64,23 +64,35 @@ def eap_ig(problem: Problem, steps: int = 5, variant: Literal["inputs", "activat
         raise ConfigError(f"chunk must be >= 1, got {chunk}")
     g = problem.graph
     valid = g.valid.float()
-    total = torch.zeros(len(g.edges))
+    total = torch.zeros(len(g.edges), dtype=problem.patch[0].dtype)
     if variant == "inputs":
-        fixed = fixed_differences(problem.patch, problem.clean_outputs)
-        fractions = [1.0 - k / steps for k in range(1, steps + 1)]  # patched fraction of the input
-        delta = problem.patch[0][:, :, 0] - problem.clean_outputs[0][:, :, 0]  # [batch|1 pos d_model]
-        delta = delta.expand(problem.clean.shape[0], -1, -1)
+        # patched fraction of the input, clean (0) first: that forward's sender outputs are the clean ones
+        fractions = [k / steps for k in range(steps)]
+        built: list[Tensor] = []
+        with torch.no_grad():  # the clean embeddings alone (stop_at_layer=0), not a clean forward
+            embed = problem.model(problem.clean, stop_at_layer=0)
+        delta = (problem.patch[0][:, :, 0] - embed).expand(problem.clean.shape[0], -1, -1)  # [batch pos d_model]
+
+        def fixed(outputs: list[Tensor]) -> Tensor:
+            if not built:
+                if problem.clean_outputs_known:
+                    outputs = problem.clean_outputs
+                built.append(fixed_differences(problem.patch, outputs))
+            return built[0]
+
         for i in range(0, steps, chunk):  # interpolated inputs = shifted embeddings (receiver_grads)
-            dense, _, _ = edge_gradient(problem.model, g, problem.clean, problem.metric, fixed,
-                                        readout=problem.readout, fractions=tuple(fractions[i:i + chunk]),
-                                        delta=delta)
+            chunk_f = tuple(fractions[i:i + chunk])
+            dense, outputs, values = edge_gradient(problem.model, g, problem.clean, problem.metric, fixed,
+                                                   readout=problem.readout, fractions=chunk_f, delta=delta)
             problem.forwards += 1
-            total += g.gather(dense)
+            if i == 0 and not problem.clean_outputs_known:
+                problem.set_clean(outputs, values[0])
+            total = total + g.gather(dense)
     elif variant == "activations":
         fractions = [(k + 0.5) / steps for k in range(steps)]
         for i in range(0, steps, chunk):
             m = torch.stack([valid * f for f in fractions[i:i + chunk]])
-            total += _mask_grad(problem, m, None)
+            total = total + _mask_grad(problem, m, None).to(total.dtype)
     else:
         raise ConfigError(f"eap-ig variant must be 'inputs' or 'activations', got {variant!r}")
     return EdgeScores(g, total / steps, "eap-ig", info={**_info(problem), "steps": steps, "variant": variant})

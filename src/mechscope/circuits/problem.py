@@ -73,6 +73,11 @@ class Problem:
         """Mean metric of the clean forward (computed on first use)."""
         return self._clean_run()[1]
 
+    @property
+    def clean_outputs_known(self) -> bool:
+        """Whether the clean run is already recorded (``set_clean`` or first use)."""
+        return self._clean is not None
+
     def _clean_run(self) -> tuple[list[Tensor], float]:
         if self._clean is None:
             outputs, logits = sender_outputs(self.model, self.graph, self.clean, self.readout)

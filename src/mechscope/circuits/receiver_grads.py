@@ -64,7 +64,7 @@ def edge_gradient(model: Any, graph: Graph, tokens: Int[Tensor, "batch pos"], me
     cap = _Capture()
     n_layers = graph.n_layers
     h, kv = graph.n_heads, graph.n_kv_heads
-    f = torch.tensor(fractions, dtype=torch.float32)
+    f = torch.tensor(fractions, dtype=torch.float64)
 
     def sender(name: str) -> Callable[[Tensor, Any], None]:
         def hook(x: Tensor, hook: Any) -> None:

@@ -93,7 +93,9 @@ def edge_gradient(model: Any, graph: Graph, tokens: Int[Tensor, "batch pos"], me
         return hook
 
     fwd: list[tuple[str, Any]] = [(f"blocks.{L}.hook_resid_pre", resid_pre(L)) for L in range(n_layers)]
-    fwd += [(g.hook, sender(g.hook)) for g in groups]
+    # head outputs: capture the small hook_z and project after the forward (no grad), so the forward keeps
+    # the fused W_O matmul instead of materialising hook_result [rows pos heads d_model] with autograd
+    fwd += [(g.hook.replace("hook_result", "hook_z") if g.per_head else g.hook, sender(g.hook)) for g in groups]
     for L in range(n_layers):
         fwd += [(f"blocks.{L}.attn.hook_{k}", keep(f"{L}.{k}")) for k in ("q", "k", "v")]
         if graph.has_mlp:
@@ -108,7 +110,9 @@ def edge_gradient(model: Any, graph: Graph, tokens: Int[Tensor, "batch pos"], me
         names = list(cap.grad_of)
         grads = torch.autograd.grad(values.mean(dim=1).sum(), [cap.grad_of[n] for n in names] + [final])
     g_of = dict(zip(names, grads[:-1]))
-    outputs = [_as_group(cap.outputs[g.hook], g) for g in groups]
+    with torch.no_grad():
+        outputs = [torch.einsum("bphe,hed->bphd", cap.outputs[g.hook], model.get_submodule(
+            g.hook.rsplit(".", 1)[0]).W_O) if g.per_head else _as_group(cap.outputs[g.hook], g) for g in groups]
     diffs = fixed(outputs) if callable(fixed) else fixed  # [B pos D S]
     S, R = len(graph.senders), len(graph.receivers)
     dense = diffs.new_zeros(S, R)
@@ -129,18 +133,20 @@ def edge_gradient(model: Any, graph: Graph, tokens: Int[Tensor, "batch pos"], me
         g_layer = torch.cat(cols, dim=2)  # [VB p r d]
         g_layer = g_layer.view(V, B, *g_layer.shape[1:]).sum(0)  # fixed differences: sum the variants first
         n = 1 + (L + 1) * graph.senders_per_layer  # every sender up to this block (invalid cells are dropped)
-        dense[:n, c0:c] = _contract(diffs[..., :n], g_layer)
+        dense[:n, c0:c] = _contract(diffs, g_layer, n)
     g_final = grads[-1].view(V, B, *grads[-1].shape[1:]).sum(0).unsqueeze(2)  # [B out_pos 1 d]
     d_final = diffs[:, [readout]] if readout is not None else diffs
     dense[:, R - 1:] = _contract(d_final, g_final)
     return dense, outputs, values.detach()
 
 
-def _contract(diffs: Tensor, g: Tensor) -> Tensor:
-    """sum over batch, pos, d_model of diffs [B p D s] * g [B p r D] -> [s r] (one GEMM)."""
+def _contract(diffs: Tensor, g: Tensor, n: int | None = None) -> Tensor:
+    """sum over batch, pos, d_model of diffs [B p D S][..., :n] * g [B p r D] -> [n r] (one GEMM on a
+    strided view of ``diffs``: slicing after the reshape copies nothing)."""
     b, p, d, s = diffs.shape
     r = g.shape[2]
-    return diffs.reshape(b * p * d, s).t() @ g.transpose(2, 3).reshape(b * p * d, r)
+    flat = diffs.reshape(b * p * d, s)[:, : s if n is None else n]
+    return flat.t() @ g.transpose(2, 3).reshape(b * p * d, r)
 
 
 __all__ = ["edge_gradient"]

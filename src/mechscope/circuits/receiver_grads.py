@@ -30,7 +30,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from mechscope.circuits.graph import Graph
-from mechscope.circuits.patchable import _as_group, _row_stable, sender_groups
+from mechscope.circuits.patchable import _as_group, _row_stable, head_results, head_z_hook, sender_groups
 
 
 class _Capture:
@@ -95,7 +95,7 @@ def edge_gradient(model: Any, graph: Graph, tokens: Int[Tensor, "batch pos"], me
     fwd: list[tuple[str, Any]] = [(f"blocks.{L}.hook_resid_pre", resid_pre(L)) for L in range(n_layers)]
     # head outputs: capture the small hook_z and project after the forward (no grad), so the forward keeps
     # the fused W_O matmul instead of materialising hook_result [rows pos heads d_model] with autograd
-    fwd += [(g.hook.replace("hook_result", "hook_z") if g.per_head else g.hook, sender(g.hook)) for g in groups]
+    fwd += [(head_z_hook(g) if g.per_head else g.hook, sender(g.hook)) for g in groups]
     for L in range(n_layers):
         fwd += [(f"blocks.{L}.attn.hook_{k}", keep(f"{L}.{k}")) for k in ("q", "k", "v")]
         if graph.has_mlp:
@@ -111,8 +111,8 @@ def edge_gradient(model: Any, graph: Graph, tokens: Int[Tensor, "batch pos"], me
         grads = torch.autograd.grad(values.mean(dim=1).sum(), [cap.grad_of[n] for n in names] + [final])
     g_of = dict(zip(names, grads[:-1]))
     with torch.no_grad():
-        outputs = [torch.einsum("bphe,hed->bphd", cap.outputs[g.hook], model.get_submodule(
-            g.hook.rsplit(".", 1)[0]).W_O) if g.per_head else _as_group(cap.outputs[g.hook], g) for g in groups]
+        outputs = [head_results(model, g, cap.outputs[g.hook]) if g.per_head else _as_group(cap.outputs[g.hook], g)
+                   for g in groups]
     diffs = fixed(outputs) if callable(fixed) else fixed  # [B pos D S]
     S, R = len(graph.senders), len(graph.receivers)
     dense = diffs.new_zeros(S, R)

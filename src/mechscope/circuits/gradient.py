@@ -4,8 +4,8 @@ Both differentiate the mean metric with respect to the float edge masks of the p
 clean input. At ``m = 0`` the gradient of an edge's mask is ``(patch_s - clean_s) · d metric / d input_r``
 summed over batch and positions: attribution patching on the edge, the first-order estimate of patching it.
 
-* ``eap``: one corrupted forward (patch values), one clean forward (sender outputs), one masked forward +
-  backward.
+* ``eap``: one corrupted forward (patch values) and one clean forward + input-only backward on the fast path
+  of ``receiver_grads`` (no per-head residual copies; it also gives the clean sender outputs).
 * ``eap-ig`` with ``variant="inputs"`` (Hanna et al.'s default): the same product, with the receiver
   gradients averaged over ``steps`` inputs interpolated from corrupted to clean embeddings
   (``input = corrupted + k/steps · (clean - corrupted)``, k = 1..steps; the ``input`` row of the mask does
@@ -15,7 +15,8 @@ summed over batch and positions: attribution patching on the edge, the first-ord
   Integrated gradients on the masks, so the scores sum to ``corrupted - clean`` as ``steps`` grows
   (completeness).
 
-The steps run as variants in the batch dimension, ``chunk`` variants per forward.
+The steps run as variants in the batch dimension, ``chunk`` variants per forward; ``inputs`` steps use the
+fast path too (an interpolated input is the embeddings shifted by ``f · (corrupted - clean)``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 * SmolLM2-135M IOI graph (70,651 edges), ``--n-prompts`` prompts: wall time of ``discover(method="eap")`` and
   ``discover(method="eap-ig", steps=5)`` as a multiple of one plain forward of the same batch (target: EAP
-  <= 4x). Times include everything ``discover`` does (clean and corrupted forwards with the senders cached,
+  <= 4x; each run is bracketed by forwards, the ratio uses their median). Times include everything ``discover`` does (clean and corrupted forwards with the senders cached,
   the masked forward + backward per step).
 * ACDC on a small random GPT-2-shaped model: batched (``chunk`` guesses per forward) vs the
   one-edge-at-a-time reference on the same graph and data; reports both times, forwards and whether the
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -40,10 +41,18 @@ def _smollm(n_prompts: int, repeats: int) -> dict[str, Any]:
 
     fwd = timeit(forward, repeats=repeats)
     out: dict[str, Any] = {"batch": list(clean.shape), "forward": fwd}
+    # the shared machine's speed drifts: each discover run is bracketed by a forward and compared with those
     for name, opts in (("eap", {}), ("eap-ig", {"steps": 5, "chunk": 1})):
-        t = timeit(lambda opts=opts, name=name: discover(model, clean, corrupted, metric, method=name, **opts),
-                   repeats=max(1, repeats - 1), warmup=0)
-        out[name] = {**t, "x_forward": t["median_s"] / fwd["median_s"]}
+        runs, fwds = [], []
+        for _ in range(max(1, repeats - 1)):
+            fwds.append(timeit(forward, repeats=1, warmup=0)["median_s"])
+            t0 = time.perf_counter()
+            discover(model, clean, corrupted, metric, method=name, **opts)
+            runs.append(time.perf_counter() - t0)
+            fwds.append(timeit(forward, repeats=1, warmup=0)["median_s"])
+        med, fmed = statistics.median(runs), statistics.median(fwds)
+        out[name] = {"median_s": med, "min_s": min(runs), "max_s": max(runs), "bracketing_forward_median_s": fmed,
+                     "x_forward": med / fmed}
     return out
 
 

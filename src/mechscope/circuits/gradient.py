@@ -4,8 +4,8 @@ Both differentiate the mean metric with respect to the float edge masks of the p
 clean input. At ``m = 0`` the gradient of an edge's mask is ``(patch_s - clean_s) · d metric / d input_r``
 summed over batch and positions: attribution patching on the edge, the first-order estimate of patching it.
 
-* ``eap``: one corrupted forward (patch values), one clean forward (sender outputs), one masked forward +
-  backward.
+* ``eap``: one corrupted forward (patch values) and one clean forward + input-only backward on the fast path
+  of ``receiver_grads`` (no per-head residual copies; it also gives the clean sender outputs).
 * ``eap-ig`` with ``variant="inputs"`` (Hanna et al.'s default): the same product, with the receiver
   gradients averaged over ``steps`` inputs interpolated from corrupted to clean embeddings
   (``input = corrupted + k/steps · (clean - corrupted)``, k = 1..steps; the ``input`` row of the mask does
@@ -15,7 +15,8 @@ summed over batch and positions: attribution patching on the edge, the first-ord
   Integrated gradients on the masks, so the scores sum to ``corrupted - clean`` as ``steps`` grows
   (completeness).
 
-The steps run as variants in the batch dimension, ``chunk`` variants per forward.
+The steps run as variants in the batch dimension, ``chunk`` variants per forward; ``inputs`` steps use the
+fast path too (an interpolated input is the embeddings shifted by ``f · (corrupted - clean)``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import Tensor
 
 from mechscope.circuits.patchable import fixed_differences
 from mechscope.circuits.problem import Problem
+from mechscope.circuits.receiver_grads import edge_gradient
 from mechscope.circuits.scores import EdgeScores
 from mechscope.errors import ConfigError
 
@@ -41,12 +43,17 @@ def _mask_grad(problem: Problem, masks: Tensor, fixed: Tensor | None) -> Tensor:
 
 
 def eap(problem: Problem) -> EdgeScores:
-    """Edge attribution patching: first-order effect of patching each edge alone."""
+    """Edge attribution patching: first-order effect of patching each edge alone.
+
+    One forward + input-only backward on the clean tokens (``receiver_grads``: no per-head copies), which
+    also gives the clean sender outputs, plus the corrupted forward the problem already ran."""
     g = problem.graph
-    fixed = fixed_differences(problem.patch, problem.clean_outputs)
-    zeros = torch.zeros(1, len(g.senders), len(g.receivers))
-    scores = _mask_grad(problem, zeros, fixed)
-    return EdgeScores(g, scores, "eap", info=_info(problem))
+    dense, outputs, values = edge_gradient(problem.model, g, problem.clean, problem.metric,
+                                           lambda outs: fixed_differences(problem.patch, outs),
+                                           readout=problem.readout)
+    problem.forwards += 1
+    problem.set_clean(outputs, values[0])
+    return EdgeScores(g, g.gather(dense), "eap", info=_info(problem))
 
 
 def eap_ig(problem: Problem, steps: int = 5, variant: Literal["inputs", "activations"] = "inputs",
@@ -58,20 +65,35 @@ def eap_ig(problem: Problem, steps: int = 5, variant: Literal["inputs", "activat
         raise ConfigError(f"chunk must be >= 1, got {chunk}")
     g = problem.graph
     valid = g.valid.float()
-    total = torch.zeros(len(g.edges))
+    total = torch.zeros(len(g.edges), dtype=problem.patch[0].dtype)
     if variant == "inputs":
-        fixed = fixed_differences(problem.patch, problem.clean_outputs)
-        fractions = [1.0 - k / steps for k in range(1, steps + 1)]  # patched fraction of the input
-        row = torch.zeros(len(g.senders), 1)
-        row[0] = 1.0
-        for i in range(0, steps, chunk):
-            m = torch.stack([valid * row * f for f in fractions[i:i + chunk]])
-            total += _mask_grad(problem, m, fixed)
+        # patched fraction of the input, clean (0) first: that forward's sender outputs are the clean ones
+        fractions = [k / steps for k in range(steps)]
+        built: list[Tensor] = []
+        with torch.no_grad():  # the clean embeddings alone (stop_at_layer=0), not a clean forward
+            embed = problem.model(problem.clean, stop_at_layer=0)
+        delta = (problem.patch[0][:, :, 0] - embed).expand(problem.clean.shape[0], -1, -1)  # [batch pos d_model]
+
+        def fixed(outputs: list[Tensor]) -> Tensor:
+            if not built:
+                if problem.clean_outputs_known:
+                    outputs = problem.clean_outputs
+                built.append(fixed_differences(problem.patch, outputs))
+            return built[0]
+
+        for i in range(0, steps, chunk):  # interpolated inputs = shifted embeddings (receiver_grads)
+            chunk_f = tuple(fractions[i:i + chunk])
+            dense, outputs, values = edge_gradient(problem.model, g, problem.clean, problem.metric, fixed,
+                                                   readout=problem.readout, fractions=chunk_f, delta=delta)
+            problem.forwards += 1
+            if i == 0 and not problem.clean_outputs_known:
+                problem.set_clean(outputs, values[0])
+            total = total + g.gather(dense)
     elif variant == "activations":
         fractions = [(k + 0.5) / steps for k in range(steps)]
         for i in range(0, steps, chunk):
             m = torch.stack([valid * f for f in fractions[i:i + chunk]])
-            total += _mask_grad(problem, m, None)
+            total = total + _mask_grad(problem, m, None).to(total.dtype)
     else:
         raise ConfigError(f"eap-ig variant must be 'inputs' or 'activations', got {variant!r}")
     return EdgeScores(g, total / steps, "eap-ig", info={**_info(problem), "steps": steps, "variant": variant})

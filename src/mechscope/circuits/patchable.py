@@ -70,12 +70,27 @@ def sender_outputs(model: Any, graph: Graph, tokens: Int[Tensor, "batch pos"], r
     """Every sender group's output [batch pos n d_model] in a plain forward of ``tokens`` (no gradient), and
     the logits at the readout [batch out_pos d_vocab] (the unembedding runs there only)."""
     groups = sender_groups(graph)
+    # head outputs are projected from the small hook_z afterwards: the forward keeps its fused W_O matmul
+    names = [head_z_hook(g) if g.per_head else g.hook for g in groups]
     with torch.no_grad():
-        resid, cache = model.run_with_cache(tokens, names=[g.hook for g in groups], stop_at_layer=graph.n_layers)
+        resid, cache = model.run_with_cache(tokens, names=names, stop_at_layer=graph.n_layers)
         if readout is not None:
             resid = resid[:, [readout]]
         logits = _row_stable(lambda x: model.unembed(model.ln_final(x)), resid)
-    return [_as_group(cache[g.hook], g) for g in groups], logits
+        outputs = [head_results(model, g, cache[n]) if g.per_head else _as_group(cache[n], g)
+                   for g, n in zip(groups, names)]
+    return outputs, logits
+
+
+def head_z_hook(group: SenderGroup) -> str:
+    """The ``hook_z`` of a head group's attention ([batch pos n_heads d_head], before ``W_O``)."""
+    return group.hook.replace("hook_result", "hook_z")
+
+
+def head_results(model: Any, group: SenderGroup, z: Tensor) -> Tensor:
+    """Per-head outputs [batch pos n_heads d_model] (``hook_result``'s values) from ``hook_z``."""
+    attn = model.get_submodule(group.hook.rsplit(".", 1)[0])
+    return torch.einsum("bphe,hed->bphd", z, attn.W_O.detach())
 
 
 def ablate(outputs: list[Tensor], ablation: Ablation = "corrupted", seed: int = 0) -> list[Tensor]:
@@ -298,5 +313,5 @@ def check_pair(clean: Tensor, corrupted: Tensor) -> None:
                          f"pairs); got clean {tuple(clean.shape)} and corrupted {tuple(corrupted.shape)}")
 
 
-__all__ = ["Ablation", "MetricFn", "SenderGroup", "ablate", "check_masks", "check_metric_output", "check_pair",
+__all__ = ["Ablation", "MetricFn", "SenderGroup", "ablate", "head_results", "head_z_hook", "check_masks", "check_metric_output", "check_pair",
            "fixed_differences", "patch_values", "patched_logits", "per_variant_metric", "sender_groups", "sender_outputs"]

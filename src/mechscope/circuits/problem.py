@@ -44,8 +44,7 @@ class Problem:
     ablation: Ablation = "corrupted"
     seed: int = 0
     patch: list[Tensor] = field(init=False)
-    clean_outputs: list[Tensor] = field(init=False)
-    clean_value: float = field(init=False)
+    _clean: tuple[list[Tensor], float] | None = field(init=False, default=None)
     corrupted_value: float = field(init=False)
     forwards: int = field(init=False, default=0)
 
@@ -57,14 +56,38 @@ class Problem:
         if (self.graph.n_layers, self.graph.n_heads, self.graph.n_kv_heads) != (
                 self.model.cfg.n_layers, self.model.cfg.attention.n_heads, self.model.cfg.attention.kv_heads):
             raise ConfigError("graph does not match the model (build it with Graph.from_model(model))")
-        self.clean_outputs, clean_logits = sender_outputs(self.model, self.graph, self.clean, self.readout)
         corrupted_outputs, corrupted_logits = sender_outputs(self.model, self.graph, self.corrupted, self.readout)
-        self.clean_value = float(self.call_metric(clean_logits).mean())
         self.corrupted_value = float(self.call_metric(corrupted_logits).mean())
         self.patch = ablate(corrupted_outputs, self.ablation, self.seed)
         if self.ablation != "corrupted":  # the 0 of recovery is "every edge ablated"
             with torch.no_grad():
                 self.corrupted_value = float(self.run(self.graph.valid.float()).mean())
+
+    @property
+    def clean_outputs(self) -> list[Tensor]:
+        """Every sender group's output on the clean tokens [batch pos n d_model] (computed on first use)."""
+        return self._clean_run()[0]
+
+    @property
+    def clean_value(self) -> float:
+        """Mean metric of the clean forward (computed on first use)."""
+        return self._clean_run()[1]
+
+    @property
+    def clean_outputs_known(self) -> bool:
+        """Whether the clean run is already recorded (``set_clean`` or first use)."""
+        return self._clean is not None
+
+    def _clean_run(self) -> tuple[list[Tensor], float]:
+        if self._clean is None:
+            outputs, logits = sender_outputs(self.model, self.graph, self.clean, self.readout)
+            self._clean = (outputs, float(self.call_metric(logits).mean()))
+        return self._clean
+
+    def set_clean(self, outputs: list[Tensor], values: Tensor) -> None:
+        """Record the clean sender outputs and per-example metric [batch] from a forward a method ran anyway
+        (EAP's gradient forward is the clean one), so the problem does not run it again."""
+        self._clean = (outputs, float(check_metric_output(values, self.clean.shape[0]).mean()))
 
     def call_metric(self, logits: Tensor) -> Tensor:
         """The metric on [batch pos vocab] logits with its output shape checked."""

@@ -32,6 +32,7 @@ from mechscope.dictionaries.base import Dictionary, DictionaryConfig, DictOutput
 from mechscope.dictionaries.registry import register
 from mechscope.dictionaries.relu import weighted_l1
 from mechscope.dictionaries.topk import topk_relu
+from mechscope.dictionaries.transcoder import check_output_space, predict_target
 from mechscope.errors import ConfigError, ShapeError
 
 
@@ -74,12 +75,7 @@ class CLTConfig(DictionaryConfig):
             v = getattr(self, name)
             if v is not None and len(v) != self.n_layers:
                 raise ConfigError(f"{name} has {len(v)} names but n_layers={self.n_layers}")
-        if self.apply_b_dec_to_input:
-            raise ConfigError("a CLT's b_dec is in the output space; apply_b_dec_to_input must be False")
-        if self.k is not None and not 0 < self.k <= self.d_sae:
-            raise ConfigError(f"k must be None or in [1, d_sae={self.d_sae}], got {self.k!r}")
-        if not (math.isfinite(self.l1_coefficient) and self.l1_coefficient >= 0):
-            raise ConfigError(f"l1_coefficient must be finite and >= 0, got {self.l1_coefficient!r}")
+        check_output_space(self, "a CLT")
 
     @property
     def d_output(self) -> int:
@@ -148,16 +144,7 @@ class CrossLayerTranscoder(Dictionary):
 
     def forward(self, x: Float[Tensor, "... n_layers d_in"]) -> DictOutput:
         """Encode every layer, decode into every later layer (skip included) in the input's units."""
-        self.check_input(x)
-        x_c = self.center(x)
-        pre = self.hook_sae_acts_pre(self.pre_acts(x_c))
-        acts = self.hook_sae_acts_post(self.activate(pre))
-        out = self.decode_normalised(acts)
-        if self.cfg.skip:
-            out = out + self.skip(x_c)
-        if self.cfg.output_scale != 1.0:
-            out = out / self.cfg.output_scale
-        return DictOutput(self.hook_sae_recons(out), acts, pre)
+        return predict_target(self, x, skip=self.cfg.skip)
 
     def decoder_vectors(self, layer: int) -> Tensor:
         """``[d_sae n_layers d_out]``: what each feature of ``layer`` writes to every layer (0 before it),

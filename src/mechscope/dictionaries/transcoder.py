@@ -24,6 +24,36 @@ from mechscope.dictionaries.topk import topk_relu
 from mechscope.errors import ConfigError
 
 
+def check_output_space(cfg: DictionaryConfig, what: str) -> None:
+    """Checks shared by the configs of dictionaries that predict another activation (transcoders, CLTs):
+    ``b_dec`` in the output space, ``k`` within ``d_sae``, a finite non-negative L1 coefficient."""
+    k, l1 = getattr(cfg, "k"), getattr(cfg, "l1_coefficient")  # noqa: B009 - fields of the subclasses
+    if cfg.apply_b_dec_to_input:
+        raise ConfigError(f"{what}'s b_dec is in the output space; apply_b_dec_to_input must be False")
+    if k is not None and not 0 < k <= cfg.d_sae:
+        raise ConfigError(f"k must be None or in [1, d_sae={cfg.d_sae}], got {k!r}")
+    if not (math.isfinite(l1) and l1 >= 0):
+        raise ConfigError(f"l1_coefficient must be finite and >= 0, got {l1!r}")
+
+
+def predict_target(d: Dictionary, x: Tensor, skip: bool) -> DictOutput:
+    """Encode, decode and add the skip term (shared by transcoders and CLTs): ``recons`` predicts the target.
+
+    Each hook point fires once, and ``hook_sae_recons`` sees the whole prediction (skip included), which is
+    what a splice writes into the target hook.
+    """
+    d.check_input(x)
+    x_c = d.center(x)
+    pre = d.hook_sae_acts_pre(d.pre_acts(x_c))
+    acts = d.hook_sae_acts_post(d.activate(pre))
+    out = d.decode_normalised(acts)
+    if skip:
+        out = out + d.skip(x_c)
+    if d.cfg.output_scale != 1.0:
+        out = out / d.cfg.output_scale
+    return DictOutput(d.hook_sae_recons(out), acts, pre)
+
+
 @dataclass(frozen=True, kw_only=True)
 class TranscoderConfig(DictionaryConfig):
     """A transcoder from a ``d_in``-wide hook to a ``d_out``-wide hook."""
@@ -47,12 +77,7 @@ class TranscoderConfig(DictionaryConfig):
         super().__post_init__()
         if not isinstance(self.d_out, int) or self.d_out <= 0:
             raise ConfigError(f"d_out must be a positive int, got {self.d_out!r}")
-        if self.apply_b_dec_to_input:
-            raise ConfigError("a transcoder's b_dec is in the output space; apply_b_dec_to_input must be False")
-        if self.k is not None and not 0 < self.k <= self.d_sae:
-            raise ConfigError(f"k must be None or in [1, d_sae={self.d_sae}], got {self.k!r}")
-        if not (math.isfinite(self.l1_coefficient) and self.l1_coefficient >= 0):
-            raise ConfigError(f"l1_coefficient must be finite and >= 0, got {self.l1_coefficient!r}")
+        check_output_space(self, "a transcoder")
 
     @property
     def d_output(self) -> int:
@@ -80,21 +105,8 @@ class Transcoder(Dictionary):
         return x_c @ self.W_skip if self.cfg.skip else 0.0
 
     def forward(self, x: Float[Tensor, "... d_in"]) -> DictOutput:
-        """Encode, decode and add the skip term: ``recons`` predicts the target activation.
-
-        Each hook point fires once, and ``hook_sae_recons`` sees the whole prediction (skip included),
-        which is what a splice writes into the target hook.
-        """
-        self.check_input(x)
-        x_c = self.center(x)
-        pre = self.hook_sae_acts_pre(self.pre_acts(x_c))
-        acts = self.hook_sae_acts_post(self.activate(pre))
-        out = self.decode_normalised(acts)
-        if self.cfg.skip:
-            out = out + self.skip(x_c)
-        if self.cfg.output_scale != 1.0:
-            out = out / self.cfg.output_scale
-        return DictOutput(self.hook_sae_recons(out), acts, pre)
+        """Encode, decode and add the skip term: ``recons`` predicts the target activation (``predict_target``)."""
+        return predict_target(self, x, skip=self.cfg.skip)
 
     def sparsity_loss(self, acts: Tensor, pre: Tensor, ctx: TrainContext) -> Tensor:
         if self.cfg.k is not None:
@@ -102,4 +114,4 @@ class Transcoder(Dictionary):
         return self.cfg.l1_coefficient * ctx.sparsity_scale * weighted_l1(acts, self.decoder_norms())
 
 
-__all__ = ["TranscoderConfig", "Transcoder"]
+__all__ = ["TranscoderConfig", "Transcoder", "check_output_space", "predict_target"]

@@ -3,7 +3,8 @@
 Token sequences come from an ``ActivationSource`` (the same sequence forming and position policy as
 ``mechscope dict harvest``); each batch runs the model up to the feature set's hook (``stop_at_layer``),
 encodes the activations and folds them into ``stats`` accumulators. Every ``checkpoint_every`` batches the
-accumulators are saved atomically (safetensors + JSON, ``state_dir``) and the run's progress is committed to
+accumulators and their position are saved as one checkpoint directory published whole (``state_dir/<run>/
+checkpoint``, safetensors + JSON; the run's state directory is locked while it runs) and the progress is committed to
 the ``runs`` table; a killed harvest rerun with the same arguments resumes from the last checkpoint, redoing
 only the batches after it, so the result equals an uninterrupted run. At the end, logit effects and
 neighbours are computed and every feature and example row is written in ONE transaction (after deleting the
@@ -29,6 +30,7 @@ from mechscope.errors import ConfigError
 from mechscope.features.db import FeatureDB
 from mechscope.features.source import FeatureSet
 from mechscope.features.stats import StatsConfig, new_state, quantile_groups, update
+from mechscope.io_safety import dir_lock, recover_dir, write_dir
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,22 +163,30 @@ class Harvester:
                            "harvest": asdict(cfg), "source": self.source.describe()}
 
     # -- checkpoints ---------------------------------------------------------------------------------
+    # The accumulators and the position they reached are one checkpoint directory, published whole
+    # (io_safety.write_dir): a kill between writing the state and writing its position can then never pair a
+    # newer state with an older position (which would fold the batches in between twice on resume).
+    _CHECKPOINT_FILES = {"state.safetensors", "progress.json"}
+
     def _load(self) -> tuple[dict[str, Tensor], int, bool]:
-        progress = self.state_dir / "progress.json"
+        ckpt = self.state_dir / "checkpoint"
+        recover_dir(ckpt)
+        progress = ckpt / "progress.json"
         if progress.is_file():
             meta = read_json(progress)
             if meta.get("run") != json.loads(json.dumps(self.run_config, default=str)):
                 raise ConfigError(f"{self.state_dir} holds another harvest's state; delete it or use another "
                                   "--state-dir")
-            return read_tensors(self.state_dir / "state.safetensors"), int(meta["next_sequence"]), bool(meta["written"])
+            return read_tensors(ckpt / "state.safetensors"), int(meta["next_sequence"]), bool(meta["written"])
         return new_state(self.features.n_features, self.cfg.stats), 0, False
 
     def _save(self, state: dict[str, Tensor], next_seq: int, written: bool) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        atomic_save_tensors(self.state_dir / "state.safetensors", state)
-        atomic_write_json(self.state_dir / "progress.json", {"run": json.loads(json.dumps(self.run_config,
-                                                                                          default=str)),
-                                                              "next_sequence": next_seq, "written": written})
+        def write(d: Path) -> None:
+            atomic_save_tensors(d / "state.safetensors", state)
+            atomic_write_json(d / "progress.json", {"run": json.loads(json.dumps(self.run_config, default=str)),
+                                                    "next_sequence": next_seq, "written": written})
+
+        write_dir(self.state_dir / "checkpoint", write, self._CHECKPOINT_FILES, "a harvest checkpoint")
 
     def _progress(self, status: str, n_tokens: int) -> None:
         with self.db.transaction():
@@ -184,9 +194,17 @@ class Harvester:
                             self.cfg.n_tokens)
 
     # -- the pass ------------------------------------------------------------------------------------
-    @torch.inference_mode()
     def run(self, *, progress: bool = True, on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
-        """Harvest (or resume) and write the database; ``on_batch(i)`` is called after batch ``i`` is folded."""
+        """Harvest (or resume) and write the database; ``on_batch(i)`` is called after batch ``i`` is folded.
+
+        Holds the state directory's writer lock: a second harvest of the same run gets ``LockedError``
+        naming the first one's PID instead of interleaving checkpoints with it.
+        """
+        with dir_lock(self.state_dir, "feature harvest"):
+            return self._run(progress, on_batch)
+
+    @torch.inference_mode()
+    def _run(self, progress: bool, on_batch: Callable[[int], None] | None) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
         state, seq, written = self._load()

@@ -23,7 +23,7 @@ from typing import Any, Literal, Union
 import torch
 from torch import Tensor, nn
 
-from mechscope.errors import ConfigError, HookNameError, unknown_hook
+from mechscope.errors import ConfigError, HookNameError, ShapeError, unknown_hook
 from mechscope.hooks.handles import Direction, HookHandle, leak_check
 from mechscope.hooks.point import HookFn, HookPoint
 
@@ -226,7 +226,7 @@ class HookedModule(nn.Module):
 
         if names_filter is not None:
             if names is not None:
-                raise TypeError("run_with_cache: give names or names_filter (its TransformerLens alias), not both")
+                raise ConfigError("run_with_cache: give names= or names_filter= (its TransformerLens alias), not both")
             names = names_filter
         wanted = self.hook_names(names)
         store: dict[str, Tensor] = {}
@@ -248,9 +248,7 @@ class HookedModule(nn.Module):
         with ctx, self.hooks(fwd=fwd, bwd=bwd):
             out = self(*args, **kwargs)
             if grad_of is not None:
-                metric = grad_of(out)
-                if metric.numel() != 1:
-                    raise ValueError(f"grad_of must return a scalar, got shape {tuple(metric.shape)}")
+                metric = _scalar_metric(grad_of(out))
                 params = [p for p in self.parameters() if p.requires_grad]
                 before = [p.grad for p in params]
                 for p in params:  # detach the existing .grad so backward cannot accumulate into it
@@ -261,6 +259,21 @@ class HookedModule(nn.Module):
                     for p, g in zip(params, before):
                         p.grad = g
         return out, ActivationCache(store, model=self)
+
+
+def _scalar_metric(metric: object) -> Tensor:
+    """``grad_of``'s result if it is a one-element tensor with a gradient, else a clear error."""
+    if not isinstance(metric, Tensor):
+        raise ConfigError(f"run_with_cache: grad_of must return a scalar tensor computed from the output, got "
+                          f"{type(metric).__name__}; e.g. grad_of=lambda logits: logits[:, -1, token].sum()")
+    if metric.numel() != 1:
+        raise ShapeError(f"run_with_cache: grad_of must return a scalar (one element), got shape "
+                         f"{tuple(metric.shape)}; reduce it first, e.g. with .sum() or .mean()")
+    if not metric.requires_grad:
+        raise ConfigError("run_with_cache: grad_of returned a tensor that does not depend on the output "
+                          "(no gradient flows back): compute it from the output it receives, with the model's parameters "
+                          "trainable and outside torch.no_grad()/inference_mode()")
+    return metric
 
 
 ActivationCacheT = Any  # forward reference for type checkers without an import cycle

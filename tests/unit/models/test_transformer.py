@@ -79,8 +79,21 @@ def test_run_with_cache_accepts_transformerlens_names_filter() -> None:
     tokens = torch.randint(0, 50, (2, 6))
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
     assert sorted(cache) == ["blocks.0.attn.hook_pattern", "blocks.1.attn.hook_pattern"]
-    with pytest.raises(TypeError, match="not both"):
+    with pytest.raises(ConfigError, match="not both"):
         model.run_with_cache(tokens, names=["blocks.0.hook_resid_post"], names_filter="blocks.0.hook_resid_post")
+
+
+def test_grad_of_that_is_not_a_scalar_tensor_is_a_clear_error() -> None:
+    model = tiny_model()
+    tokens = torch.randint(0, 50, (2, 6))
+    with pytest.raises(ShapeError, match=r"scalar \(one element\), got shape \(2, 50\).*\.sum\(\)"):
+        model.run_with_cache(tokens, names=["blocks.0.hook_resid_post"], grad_of=lambda lg: lg[:, -1])
+    with pytest.raises(ConfigError, match="scalar tensor computed from the output, got float"):
+        model.run_with_cache(tokens, names=["blocks.0.hook_resid_post"], grad_of=lambda lg: 1.0)  # type: ignore[arg-type,return-value]
+    with pytest.raises(ConfigError, match="does not depend on the output"):
+        model.run_with_cache(tokens, names=["blocks.0.hook_resid_post"], grad_of=lambda lg: torch.tensor(1.0))
+    assert all(p.grad is None for p in model.parameters())
+    assert not any(hp.fwd_fns or hp.bwd_fns for hp in model.hook_dict.values())  # the hooks were removed
 
 
 def test_stop_at_layer_returns_residual() -> None:

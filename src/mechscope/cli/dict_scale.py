@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 from mechscope.cli.common import fail_cleanly, load_model
-from mechscope.cli.dictionaries import app
+from mechscope.cli.dict_app import app
 from mechscope.errors import ConfigError
 
 

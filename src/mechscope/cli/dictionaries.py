@@ -22,10 +22,8 @@ from pathlib import Path
 import typer
 
 from mechscope.cli.common import fail_cleanly, load_model
+from mechscope.cli.dict_app import app
 from mechscope.errors import ConfigError
-
-app = typer.Typer(help="Sparse dictionaries: harvest activations, train, evaluate.", no_args_is_help=True,
-                  add_completion=False)
 
 EVAL_KEYS = ("l0", "mse", "fvu", "ce_loss_recovered", "kl", "dead_fraction", "dense_fraction")
 

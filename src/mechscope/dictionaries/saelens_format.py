@@ -1,6 +1,6 @@
 """SAELens's on-disk layout (``cfg.json`` + ``sae_weights.safetensors``), export and import.
 
-See ``io`` for the mapping. Scales are folded on export: with ``s_in``/``s_out`` the input/output scales,
+See ``io`` for the mapping (the shared file helpers are in ``files``). Scales are folded on export: with ``s_in``/``s_out`` the input/output scales,
 ``W_enc' = s_in W_enc``, ``W_dec' = W_dec / s_out``, ``b_dec' = b_dec / s_out`` (so the centring
 ``x - b_dec'`` also rescales), ``W_skip' = W_skip s_in / s_out``; encoder biases and thresholds are
 unchanged because pre-activations are unchanged.
@@ -16,15 +16,15 @@ import torch
 from torch import Tensor
 
 from mechscope.dictionaries.base import Dictionary
-from mechscope.dictionaries.io import (
+from mechscope.dictionaries.files import (
     _SAELENS_VERSION,
     OWNED_FILES,
     SAELENS_CONFIG_FILE,
     SAELENS_WEIGHTS_FILE,
-    _check_expectations,
-    _load_state,
     atomic_save_tensors,
     atomic_write_json,
+    check_expectations,
+    load_state,
     read_json,
     read_tensors,
 )
@@ -137,7 +137,7 @@ def load_saelens(path: str | os.PathLike[str], *, d_in: int | None = None,
     root = Path(path)
     data = read_json(root / SAELENS_CONFIG_FILE)
     dictionary = create(config_from_dict(_config_from_saelens(data, root / SAELENS_CONFIG_FILE)))
-    _check_expectations(dictionary, d_in, hook_name, root)
+    check_expectations(dictionary, d_in, hook_name, root)
     tensors = read_tensors(root / SAELENS_WEIGHTS_FILE)
     if "W_skip" in tensors:
         tensors["W_skip"] = tensors["W_skip"].t().contiguous()
@@ -145,7 +145,7 @@ def load_saelens(path: str | os.PathLike[str], *, d_in: int | None = None,
         norms = tensors["W_dec"].norm(dim=-1)  # fold: topk(pre * n) == topk of the folded pre-activations
         tensors.update(W_dec=tensors["W_dec"] / norms[:, None], W_enc=tensors["W_enc"] * norms,
                        b_enc=tensors["b_enc"] * norms)
-    return _load_state(dictionary, tensors, root / SAELENS_WEIGHTS_FILE)
+    return load_state(dictionary, tensors, root / SAELENS_WEIGHTS_FILE)
 
 
 __all__ = ["save_saelens", "load_saelens"]

@@ -43,6 +43,9 @@ exactly the change of the reconstruction (SAELens's convention). Gradients flow 
 
 A ``[batch pos n_heads d_head]`` activation (``attn.hook_z``) is flattened to ``n_heads * d_head`` for a
 dictionary of that width, as SAELens does.
+
+The shared pieces (``Splice``, ``SpliceSites``, the names, ``reconstruct``/``combine``/``flatten``) live in
+``splice_core``, the crosscoder's two-pass splice in ``splice_crosscoder``; this module re-exports them.
 """
 
 from __future__ import annotations
@@ -50,79 +53,29 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from mechscope.dictionaries.base import Dictionary
 from mechscope.dictionaries.crosscoder import CrosscoderConfig
+from mechscope.dictionaries.splice_core import (
+    INTERNAL,
+    LOCAL_NAMES,
+    HookArg,
+    Splice,
+    SpliceSites,
+    combine,
+    flatten,
+    new_points,
+    reconstruct,
+    suspended,
+)
+from mechscope.dictionaries.splice_crosscoder import splice_crosscoder
 from mechscope.dictionaries.transcoder import TranscoderConfig
 from mechscope.errors import ConfigError, HookNameError, ShapeError
 from mechscope.hooks.point import HookPoint
-
-LOCAL_NAMES = ("hook_sae_input", "hook_sae_acts_pre", "hook_sae_acts_post", "hook_sae_recons",
-               "hook_sae_error", "hook_sae_output")
-"""Local names of the hook points a splice mounts under ``W.``."""
-INTERNAL = ("hook_sae_input", "hook_sae_acts_pre", "hook_sae_acts_post", "hook_sae_recons")
-"""The dictionary's own hook points (the rest are created per splice)."""
-HookArg = str | Sequence[str] | None
-
-
-@dataclass(frozen=True)
-class SpliceSites:
-    """Where a dictionary is spliced: the hooks it reads and the hooks it replaces, in order."""
-
-    reads: tuple[str, ...]
-    """Hooks whose activations the dictionary encodes."""
-    writes: tuple[str, ...]
-    """Hooks whose activations are replaced (SAE / crosscoder: the same as ``reads``)."""
-
-    @property
-    def prefix(self) -> str:
-        """The hook the shared points are mounted under (the first written hook)."""
-        return self.writes[0]
-
-
-@dataclass
-class Splice:
-    """A live splice (yielded by :func:`splice`): what is spliced where, and its hook names."""
-
-    model: Any
-    """The model the dictionary runs in."""
-    dictionary: Dictionary
-    """The spliced dictionary."""
-    hook: str
-    """The hook the points are mounted under (SAE: ``H``; transcoder: ``H_out``; crosscoder: ``H_1``)."""
-    use_error_term: bool
-    """Whether the output adds back the reconstruction error."""
-    sites: SpliceSites = field(default_factory=lambda: SpliceSites((), ()))
-    """The hooks read and written."""
-    names: dict[str, str] = field(default_factory=dict)
-    """Local name (``hook_sae_acts_post``) -> full hook name (``W.hook_sae_acts_post``)."""
-
-    def __getitem__(self, local: str) -> str:
-        """Full hook name of a local one: ``s["hook_sae_acts_post"]`` (``"acts_post"`` also works)."""
-        key = local if local.startswith("hook_sae_") else f"hook_sae_{local}"
-        if key not in self.names:
-            raise HookNameError(f"{local!r} is not mounted by this splice; mounted: {sorted(self.names)}")
-        return self.names[key]
-
-    def at(self, hook: str, local: str) -> str:
-        """Full name of a per-hook point (``output``/``error``) at written hook ``hook`` (crosscoders)."""
-        if hook not in self.sites.writes:
-            raise HookNameError(f"{hook!r} is not written by this splice; it writes {list(self.sites.writes)}")
-        full = f"{hook}.{local if local.startswith('hook_sae_') else 'hook_sae_' + local}"
-        if full not in self.model.hook_dict:
-            raise HookNameError(f"{full!r} is not mounted by this splice")
-        return full
-
-    @property
-    def output_names(self) -> list[str]:
-        """``W.hook_sae_output`` of every written hook, in order."""
-        return [f"{h}.hook_sae_output" for h in self.sites.writes]
 
 
 # -- compatibility ------------------------------------------------------------------------------------
@@ -249,64 +202,7 @@ def check_compatible(model: Any, dictionary: Dictionary, hook: HookArg = None, *
     splice_sites(model, dictionary, hook, target_hook=target_hook, check_hook_name=check_hook_name)
 
 
-# -- the spliced computation --------------------------------------------------------------------------
-@contextlib.contextmanager
-def suspended(points: list[HookPoint]) -> Iterator[None]:
-    """Detach every forward function of ``points`` for a block (to compute the clean reconstruction)."""
-    saved = [hp.fwd_fns for hp in points]
-    try:
-        for hp in points:
-            hp.fwd_fns = []
-        yield
-    finally:
-        for hp, fns in zip(points, saved):
-            hp.fwd_fns = fns
-
-
-def reconstruct(dictionary: Dictionary, x: Tensor, clean: bool) -> tuple[Tensor, Tensor | None]:
-    """``(recons, recons_clean)``: the output with hooks, and (if ``clean``) without hooks on the internals."""
-    recons = dictionary(x).recons
-    if not clean:
-        return recons, None
-    internal = [getattr(dictionary, n) for n in INTERNAL]
-    if any(hp.fwd_fns for hp in internal):
-        with torch.no_grad(), suspended(internal):
-            return recons, dictionary(x).recons.detach()
-    return recons, recons.detach()
-
-
-def combine(recons: Tensor, recons_clean: Tensor | None, target: Tensor, error_hp: HookPoint | None,
-            output_hp: HookPoint) -> Tensor:
-    """The spliced output (see the module docstring for the error term), in ``target``'s dtype."""
-    recons = recons.to(target.dtype)
-    if error_hp is None or recons_clean is None:
-        return output_hp(recons)
-    recons_clean = recons_clean.to(target.dtype)
-    err_in = target - recons_clean
-    err = error_hp(err_in)
-    if err is err_in:  # error not edited: target + (recons - clean) is exactly target when nothing was edited
-        return output_hp(target + (recons - recons_clean))
-    return output_hp(recons + err)
-
-
-def flatten(x: Tensor, width: int) -> Tensor:
-    """``[batch pos a b]`` -> ``[batch pos a*b]`` when that is what a dictionary of ``width`` reads."""
-    if x.shape[-1] != width and x.dim() >= 3 and math.prod(x.shape[2:]) == width:
-        return x.reshape(*x.shape[:2], width)
-    return x
-
-
-def new_points(dictionary: Dictionary, use_error_term: bool) -> tuple[HookPoint | None, HookPoint, dict[str, HookPoint]]:
-    """``(error, output, all points to mount)`` for a single-output splice."""
-    error_hp = HookPoint() if use_error_term else None
-    output_hp = HookPoint()
-    points = {n: getattr(dictionary, n) for n in INTERNAL}
-    if error_hp is not None:
-        points["hook_sae_error"] = error_hp
-    points["hook_sae_output"] = output_hp
-    return error_hp, output_hp, points
-
-
+# -- the spliced computation ----------------------------------------------------------------------------
 @contextlib.contextmanager
 def _splice_sae(model: Any, d: Dictionary, sites: SpliceSites, use_error_term: bool) -> Iterator[Splice]:
     hook = sites.prefix
@@ -382,8 +278,6 @@ def splice_at(model: Any, dictionary: Dictionary, sites: SpliceSites, *,
               use_error_term: bool = False) -> Iterator[Splice]:
     """:func:`splice` at sites already resolved (and checked) by :func:`splice_sites`."""
     if isinstance(dictionary.cfg, CrosscoderConfig):
-        from mechscope.dictionaries.splice_crosscoder import splice_crosscoder
-
         ctx = splice_crosscoder(model, dictionary, sites, use_error_term)
     elif isinstance(dictionary.cfg, TranscoderConfig):
         ctx = _splice_transcoder(model, dictionary, sites, use_error_term)
@@ -394,4 +288,4 @@ def splice_at(model: Any, dictionary: Dictionary, sites: SpliceSites, *,
 
 
 __all__ = ["splice", "splice_at", "Splice", "SpliceSites", "splice_sites", "check_compatible", "suspended", "reconstruct",
-           "combine", "flatten", "LOCAL_NAMES", "INTERNAL"]
+           "combine", "flatten", "new_points", "HookArg", "LOCAL_NAMES", "INTERNAL"]

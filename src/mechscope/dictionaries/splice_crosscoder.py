@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from mechscope.dictionaries.base import Dictionary
-from mechscope.dictionaries.splice import INTERNAL, Splice, SpliceSites, combine, flatten, reconstruct
+from mechscope.dictionaries.splice_core import INTERNAL, Splice, SpliceSites, combine, flatten, reconstruct
 from mechscope.errors import ConfigError, ShapeError
 from mechscope.hooks.point import HookPoint
 

@@ -20,7 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit, machine  # noqa: E402
 
-from mechscope.experiments.superposition import SuperpositionExperimentConfig, run_phase
+from mechscope.experiments.superposition.config import SuperpositionExperimentConfig
+from mechscope.experiments.superposition.run import run_phase
 from mechscope.toy.geometry import PHASE_NAMES
 
 

@@ -19,7 +19,8 @@ import torch
 from _common import emit, machine
 
 import mechscope.models.components.attention as attention
-from mechscope.experiments.induction import InductionConfig, _lm_loss, model_config
+from mechscope.experiments.induction.config import InductionConfig, model_config
+from mechscope.experiments.induction.run import _lm_loss
 from mechscope.models.transformer import HookedTransformer
 
 

@@ -193,8 +193,9 @@ minute; CI shrinks it further."""),
     ("code", SETUP.format(display="Image, display", extra=PNG)),
     ("code", '''import tempfile
 
-from mechscope.experiments.grokking import QUICK as QUICK_PRESET
-from mechscope.experiments.grokking import analyze, run
+from mechscope.experiments.grokking.analysis import analyze
+from mechscope.experiments.grokking.config import QUICK as QUICK_PRESET
+from mechscope.experiments.grokking.run import run
 
 torch.set_num_threads(1)  # tiny matmuls: more threads only add contention
 # CI: p=23, 70% of the pairs and a quarter of the width (about 10 s); the preset itself is p=31, 50% of the pairs
@@ -210,7 +211,7 @@ print(json.dumps({k: summary_full[k] for k in keys}))'''),
 The same figures as `mechscope grokking analyze` writes."""),
     ("code", '''from pathlib import Path
 
-from mechscope.experiments.grokking_plots import make_figures
+from mechscope.experiments.grokking.report import make_figures
 
 for name, fig in make_figures(Path(run_dir), summary_full).items():
     print(name)

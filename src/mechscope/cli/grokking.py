@@ -32,7 +32,8 @@ def train_cmd(
     import torch
 
     from mechscope.errors import MechscopeError
-    from mechscope.experiments.grokking import PRESETS, run
+    from mechscope.experiments.grokking.config import PRESETS
+    from mechscope.experiments.grokking.run import run
 
     if preset not in PRESETS:
         raise typer.BadParameter(f"--preset must be one of {sorted(PRESETS)}, got {preset!r}")
@@ -42,7 +43,7 @@ def train_cmd(
                                 if v is not None}}
     try:
         if resume:  # the run's own settings; only --epochs may change
-            from mechscope.experiments.grokking import read_run_config
+            from mechscope.experiments.grokking.run import read_run_config
 
             cfg = read_run_config(out).replace(**({"epochs": epochs} if epochs is not None else {}))
         else:
@@ -68,8 +69,8 @@ def analyze_cmd(
 ) -> None:
     """Fourier analysis of a trained run: key frequencies, neuron fits, progress measures."""
     from mechscope.errors import MechscopeError
-    from mechscope.experiments.grokking import cached_analysis
-    from mechscope.experiments.grokking_plots import SUMMARY_KEYS, save_figures
+    from mechscope.experiments.grokking.analysis import cached_analysis
+    from mechscope.experiments.grokking.report import SUMMARY_KEYS, save_figures
 
     try:
         summary = cached_analysis(run_dir)

@@ -41,7 +41,7 @@ def heads_cmd(
                "duplicate_token_heads": rank_heads(hs.duplicate_token, top),
                "chance": {k: round(v, 4) for k, v in hs.chance.items()}}
         if html:
-            from mechscope.experiments.induction_report import smollm2_view
+            from mechscope.experiments.induction.report import smollm2_view
             from mechscope.viz.attention import attention_page
 
             attention_page(html, [smollm2_view(m, out)], title=f"{model}: top induction heads")

@@ -50,7 +50,8 @@ def train_cmd(
     import torch
 
     from mechscope.errors import MechscopeError
-    from mechscope.experiments.induction import InductionConfig, train
+    from mechscope.experiments.induction.config import InductionConfig
+    from mechscope.experiments.induction.run import train
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -82,14 +83,14 @@ def analyze_cmd(
     import torch
 
     from mechscope.errors import MechscopeError
-    from mechscope.experiments.induction_analysis import analyze, public
+    from mechscope.experiments.induction.analysis import analyze, public
 
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         result = analyze(run_dir)
         if img is not None:
-            from mechscope.experiments.induction_report import figures
+            from mechscope.experiments.induction.report import figures
 
             result["images"] = {k: str(v) for k, v in figures(result, img).items()}
     except MechscopeError as e:

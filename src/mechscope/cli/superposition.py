@@ -25,13 +25,15 @@ def run(out: Path = typer.Option(..., "--out", help="Directory for the pictures 
     """Train every reproduction, write pictures to OUT and print the summary figures as one JSON object."""
     import torch
 
-    from mechscope.experiments.superposition import SuperpositionExperimentConfig
-    from mechscope.experiments.superposition import run as run_experiment
+    from mechscope.experiments.superposition.config import SuperpositionExperimentConfig
+    from mechscope.experiments.superposition.report import save_figures
+    from mechscope.experiments.superposition.run import run as run_experiment
 
     if threads > 0:
         torch.set_num_threads(threads)
     cfg = SuperpositionExperimentConfig.quick(seed) if quick else SuperpositionExperimentConfig(seed=seed)
-    res = run_experiment(cfg, out)
+    res = run_experiment(cfg)
+    save_figures(res, cfg, out)
     summary = res.summary()
     summary["config"] = "quick" if quick else "full"
     out.mkdir(parents=True, exist_ok=True)

@@ -28,9 +28,9 @@ from mechscope.viz.report import Section, esc, table_html, write_report
 # case-study modules that contribute a `tour_section(out_dir, model=None)`
 EXTRA_SECTIONS = [
     "mechscope.experiments.ioi",
-    "mechscope.experiments.induction_analysis",
-    "mechscope.experiments.grokking",
-    "mechscope.experiments.superposition",
+    "mechscope.experiments.induction.report",
+    "mechscope.experiments.grokking.report",
+    "mechscope.experiments.superposition.report",
     "mechscope.experiments.dictionaries",
 ]
 

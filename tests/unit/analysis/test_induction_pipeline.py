@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from mechscope.errors import ConfigError
-from mechscope.experiments.induction import InductionConfig, train
-from mechscope.experiments.induction_analysis import analyze, halfway_step, load_config, public
+from mechscope.experiments.induction.analysis import analyze, halfway_step, public
+from mechscope.experiments.induction.config import InductionConfig, load_config
+from mechscope.experiments.induction.run import train
 
 
 def test_train_analyze_and_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,7 +52,8 @@ def test_halfway_step_and_config_checks() -> None:
 def test_repeated_batches_and_plateau_stop() -> None:
     import torch
 
-    from mechscope.experiments.induction import RepeatedBatches, _plateau_stop
+    from mechscope.experiments.induction.config import _plateau_stop
+    from mechscope.experiments.induction.run import RepeatedBatches
 
     class Counter:
         """A batch source whose rows are 0..8 offset by row index (so repeats are recognisable)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from mechscope.cli.induction import app, train_cmd
-from mechscope.experiments.induction import InductionConfig
+from mechscope.experiments.induction.config import InductionConfig
 
 
 def test_cli_defaults_equal_the_config_defaults() -> None:

@@ -11,7 +11,9 @@ from typer.testing import CliRunner
 
 from mechscope.data.tasks.modular import ModularConfig, make_modular_data
 from mechscope.errors import ConfigError, ModelFileError
-from mechscope.experiments.grokking import QUICK, analyze, answer_logits, build, run
+from mechscope.experiments.grokking.analysis import analyze
+from mechscope.experiments.grokking.config import QUICK
+from mechscope.experiments.grokking.run import answer_logits, build, run
 from mechscope.train import TrainConfig, latest_checkpoint, read_metrics, train
 
 

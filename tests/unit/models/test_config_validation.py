@@ -6,7 +6,7 @@ import pytest
 
 from mechscope.dictionaries.registry import config_from_dict
 from mechscope.errors import ConfigError
-from mechscope.experiments.grokking import GrokkingConfig
+from mechscope.experiments.grokking.config import GrokkingConfig
 from mechscope.models.config import AttentionConfig, ModelConfig, PositionalConfig
 from mechscope.train.config import TrainConfig
 from tests.helpers import tiny_cfg

@@ -38,7 +38,8 @@ def test_sinusoidal_table_rejects_odd_widths() -> None:
 
 def test_induction_pos_init_writes_the_scaled_table() -> None:
     from mechscope.errors import ConfigError
-    from mechscope.experiments.induction import InductionConfig, _sinusoidal_positions, model_config
+    from mechscope.experiments.induction.config import InductionConfig, model_config
+    from mechscope.experiments.induction.run import _sinusoidal_positions
     from mechscope.models.transformer import HookedTransformer, init_std
 
     cfg = InductionConfig(d_model=16, n_heads=2, d_head=8, n_ctx=64, pos_init="sinusoidal")

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from mechscope.dictionaries.registry import config_from_dict
 from mechscope.dictionaries.train.config import TrainerConfig
 from mechscope.errors import ConfigError
-from mechscope.experiments.grokking import GrokkingConfig
+from mechscope.experiments.grokking.config import GrokkingConfig
 from mechscope.models.config import ModelConfig
 from mechscope.train.config import TrainConfig
 from mechscope.validation import build

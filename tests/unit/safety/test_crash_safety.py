@@ -151,14 +151,15 @@ def test_harvest_killed_before_finish_completes_on_rerun(tmp_path: Path, monkeyp
 
 def test_induction_resume_after_a_kill_before_the_first_checkpoint(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    import mechscope.experiments.induction as ind
+    from mechscope.experiments.induction import config as ind_config
+    from mechscope.experiments.induction import run as ind
 
     monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path / "cache"))
     docs = tmp_path / "docs"
     docs.mkdir()
     for i in range(60):
         (docs / f"{i}.txt").write_text(f"def f{i}(x):\n    return x + {i}\n" * 30)
-    cfg = ind.InductionConfig(corpus=str(docs), tokenizer="bytes", vocab_size=None, n_ctx=64, d_model=16, n_heads=2,
+    cfg = ind_config.InductionConfig(corpus=str(docs), tokenizer="bytes", vocab_size=None, n_ctx=64, d_model=16, n_heads=2,
                               d_head=8, batch_size=2, steps=4, eval_every=2, checkpoint_every=2, warmup_steps=1)
     real, calls = ind._lm_loss, [0]
 

@@ -82,7 +82,8 @@ def test_induction_analyze_img_at_short_context(tmp_path: Path, monkeypatch: pyt
     from typer.testing import CliRunner
 
     from mechscope.cli.induction import app
-    from mechscope.experiments.induction import InductionConfig, train
+    from mechscope.experiments.induction.config import InductionConfig
+    from mechscope.experiments.induction.run import train
 
     monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path / "cache"))
     docs = tmp_path / "docs"
@@ -101,7 +102,7 @@ def test_grokking_quick_preset_is_selectable_from_the_cli() -> None:
     from typer.testing import CliRunner
 
     from mechscope.cli.grokking import app
-    from mechscope.experiments.grokking import PRESETS, QUICK
+    from mechscope.experiments.grokking.config import PRESETS, QUICK
 
     assert PRESETS["quick"] is QUICK
     res = CliRunner().invoke(app, ["train", "--help"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mechscope.experiments import superposition as exp
+from mechscope.experiments.superposition import config as exp
 from mechscope.toy.and_task import AndTaskConfig
 from mechscope.toy.dictionary_check import DictionaryCheckConfig
 from mechscope.toy.superposition import ToyTrainConfig

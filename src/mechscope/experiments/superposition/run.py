@@ -1,15 +1,13 @@
 """Case study: toy models of superposition (Elhage et al. 2022) and computation in superposition.
 
-``run(cfg, out_dir)`` trains every reproduction as batched instance sweeps, writes the pictures to
-``out_dir`` and returns a :class:`SuperpositionResult` whose ``summary()`` is the JSON the CLI prints:
+``run(cfg)`` trains every reproduction as batched instance sweeps and returns a :class:`SuperpositionResult`
+whose ``summary()`` is the JSON the CLI prints (``report.save_figures`` writes its pictures):
 
 1. n=20, m=5, importance 0.9^i: features represented and their superposition, per sparsity.
 2. the n=2, m=1 phase diagram over relative importance × feature density (one batched run).
 3. geometry: dimensions per feature m/‖W‖_F² against 1/(1−S), sticky plateaus, feature dimensionalities.
 4. polytopes: antipodal pair (n=2, m=1) and the pentagon (n=5, m=2) at high sparsity.
 5. computation in superposition: pairwise ANDs with a one-hidden-layer ReLU MLP, swept over widths.
-
-``tour_section(out_dir)`` runs the quick configuration for the report tour.
 """
 
 from __future__ import annotations
@@ -21,69 +19,11 @@ from typing import Any
 
 import torch
 
-from mechscope.errors import ConfigError
+from mechscope.experiments.superposition.config import SuperpositionExperimentConfig
 from mechscope.toy import geometry as geo
 from mechscope.toy.and_task import AndSweepResult, AndTaskConfig, best_per_width, train_and_sweep
-from mechscope.toy.dictionary_check import DictionaryCheckConfig, run_dictionary_check
+from mechscope.toy.dictionary_check import run_dictionary_check
 from mechscope.toy.superposition import ToyModel, ToyModelConfig, ToyTrainConfig, train_toy_model
-from mechscope.viz.report import Section
-
-
-@dataclass(frozen=True, kw_only=True)
-class SuperpositionExperimentConfig:
-    """Sizes of every sweep; ``quick()`` gives the tour-sized version."""
-
-    intro_sparsities: tuple[float, ...] = (0.0, 0.7, 0.9, 0.97, 0.99, 0.999)
-    """Sparsities S of the n=20, m=5 reproduction."""
-    intro_train: ToyTrainConfig = field(default_factory=lambda: ToyTrainConfig(steps=5000, lr=1e-3,
-                                                                               progress=False))
-    """Training of the n=20, m=5 models."""
-    phase_grid: int = 20
-    """The phase diagram is ``phase_grid × phase_grid`` (importance 0.1..10, density 0.01..1, log)."""
-    phase_train: ToyTrainConfig = field(default_factory=lambda: ToyTrainConfig(steps=2000, lr=1e-2,
-                                                                               batch_size=512, progress=False))
-    """Training of the phase-diagram instances."""
-    geom_n_features: int = 100
-    """Features of the geometry sweep (uniform importance)."""
-    geom_d_hidden: int = 20
-    """Hidden dimensions of the geometry sweep."""
-    geom_points: int = 24
-    """Sparsities in the geometry sweep, 1/(1−S) log-spaced from 1 to ``geom_max_inv_density``."""
-    geom_max_inv_density: float = 300.0
-    """Largest 1/(1−S) in the geometry sweep."""
-    geom_train: ToyTrainConfig = field(default_factory=lambda: ToyTrainConfig(steps=3000, lr=3e-3,
-                                                                              batch_size=512, progress=False))
-    """Training of the geometry sweep."""
-    polytope_train: ToyTrainConfig = field(default_factory=lambda: ToyTrainConfig(steps=3000, lr=1e-2,
-                                                                                  batch_size=512, progress=False))
-    """Training of the antipodal-pair and pentagon models."""
-    and_task: AndTaskConfig = field(default_factory=lambda: AndTaskConfig(progress=False))
-    """The AND task (the ``bce`` contrast reuses it with ``objective="bce"``)."""
-    dictionary: DictionaryCheckConfig | None = field(default_factory=DictionaryCheckConfig)
-    """SAE-recovers-the-true-features check (needs ``mechscope.dictionaries``); None skips it."""
-    seed: int = 0
-    """Base seed of every sweep."""
-
-    def __post_init__(self) -> None:
-        if any(not 0 <= s < 1 for s in self.intro_sparsities):
-            raise ConfigError(f"intro_sparsities must lie in [0, 1), got {self.intro_sparsities}")
-        if self.phase_grid < 2 or self.geom_points < 2:
-            raise ConfigError(f"phase_grid and geom_points must be >= 2, got {self.phase_grid}, {self.geom_points}")
-        if self.geom_d_hidden >= self.geom_n_features:
-            raise ConfigError(f"geom_d_hidden ({self.geom_d_hidden}) must be < geom_n_features "
-                              f"({self.geom_n_features}) for superposition to be possible")
-        if self.geom_max_inv_density <= 1:
-            raise ConfigError(f"geom_max_inv_density must be > 1, got {self.geom_max_inv_density}")
-
-    @classmethod
-    def quick(cls, seed: int = 0) -> SuperpositionExperimentConfig:
-        """Tour-sized sweeps (seconds, not minutes); coarser but the same shapes of result."""
-        fast = ToyTrainConfig(steps=600, lr=1e-2, batch_size=256, progress=False)
-        return cls(intro_sparsities=(0.0, 0.9, 0.99), intro_train=fast, phase_grid=8, phase_train=fast,
-                   geom_n_features=30, geom_d_hidden=6, geom_points=8, geom_max_inv_density=100.0,
-                   geom_train=fast, polytope_train=fast, and_task=AndTaskConfig(n_vars=6, widths=(2, 4, 8, 15), seeds_per_width=1,
-                                                           steps=800, progress=False),
-                   dictionary=None, seed=seed)
 
 
 @dataclass
@@ -209,8 +149,8 @@ def run_and(cfg: SuperpositionExperimentConfig) -> dict[str, Any]:
     return {"results": {"mse": mse, "bce": bce}, "blocks": blocks, "summary": summary}
 
 
-def run(cfg: SuperpositionExperimentConfig, out_dir: Path | None = None) -> SuperpositionResult:
-    """Run every sweep; when ``out_dir`` is given, write the pictures there as PNG."""
+def run(cfg: SuperpositionExperimentConfig) -> SuperpositionResult:
+    """Run every sweep (no pictures: ``report.save_figures(res, cfg, out_dir)`` writes them)."""
     seconds: dict[str, float] = {}
     parts: dict[str, dict[str, Any]] = {}
     for name, fn in (("intro", run_intro), ("phase", run_phase), ("geometry", run_geometry),
@@ -223,20 +163,4 @@ def run(cfg: SuperpositionExperimentConfig, out_dir: Path | None = None) -> Supe
         t0 = time.perf_counter()
         dictionary = run_dictionary_check(replace(cfg.dictionary, seed=cfg.seed))
         seconds["dictionary"] = round(time.perf_counter() - t0, 2)
-    res = SuperpositionResult(**parts, dictionary=dictionary, seconds=seconds)
-    if out_dir is not None:
-        from mechscope.toy.report import save_figures
-        res.figures = save_figures(res, cfg, Path(out_dir))
-    return res
-
-
-def tour_section(out_dir: Path) -> Section:
-    """The tour's superposition section: the quick configuration, pictures embedded as HTML."""
-    from mechscope.toy.report import section_html
-
-    cfg = SuperpositionExperimentConfig.quick()
-    res = run(cfg)  # pictures are rendered once, below, for both the HTML and out_dir
-    return Section(title="Toy models of superposition", body=section_html(res, cfg, Path(out_dir)),
-                   anchor="superposition",
-                   notes=[f"Quick configuration; sweep times (s): {res.seconds}. Full run: "
-                          "`mechscope superposition run --out DIR`; recorded figures in docs/superposition.md."])
+    return SuperpositionResult(**parts, dictionary=dictionary, seconds=seconds)

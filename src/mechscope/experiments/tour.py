@@ -27,11 +27,11 @@ from mechscope.viz.report import Section, esc, table_html, write_report
 
 # case-study modules that contribute a `tour_section(out_dir, model=None)`
 EXTRA_SECTIONS = [
-    "mechscope.experiments.ioi",
+    "mechscope.experiments.ioi.report",
     "mechscope.experiments.induction.report",
     "mechscope.experiments.grokking.report",
     "mechscope.experiments.superposition.report",
-    "mechscope.experiments.dictionaries",
+    "mechscope.experiments.dictionaries.report",
 ]
 
 

@@ -8,9 +8,17 @@ public names (and the few private helpers older code imported), so
 are the modules.
 """
 
+import typing as _typing
+
+from mechscope.experiments._aliases import find as _find
 from mechscope.experiments.induction.analysis import *  # noqa: F403
 from mechscope.experiments.induction.config import *  # noqa: F403
 from mechscope.experiments.induction.config import _identity, _plateau_stop  # noqa: F401
 from mechscope.experiments.induction.report import *  # noqa: F403
 from mechscope.experiments.induction.run import *  # noqa: F403
 from mechscope.experiments.induction.run import _corpus, _lm_loss, _sinusoidal_positions  # noqa: F401
+
+
+def __getattr__(name: str) -> _typing.Any:
+    """Any other name of the study's modules (older code imported some private helpers from here)."""
+    return _find(__name__, name, ("config", "run", "analysis", "report"))

@@ -9,6 +9,14 @@ homes are the modules (``superposition.run`` is the function; the module is
 ``mechscope.experiments.superposition.run``).
 """
 
+import typing as _typing
+
+from mechscope.experiments._aliases import find as _find
 from mechscope.experiments.superposition.config import *  # noqa: F403
 from mechscope.experiments.superposition.report import *  # noqa: F403
 from mechscope.experiments.superposition.run import *  # noqa: F403
+
+
+def __getattr__(name: str) -> _typing.Any:
+    """Any other name of the study's modules (older code imported some private helpers from here)."""
+    return _find(__name__, name, ("config", "run", "report"))

@@ -250,6 +250,15 @@ for kw in [{"positions": [6]}, {"positions": [-7]}, {"positions": []}, {"layers"
 meaningful("patch_sweep positions=[-1] == [5]", lambda: (sweep(positions=[-1], layers=[1]), sweep(positions=[5], layers=[1])),
            lambda r: torch.allclose(r[0].values, r[1].values, atol=1e-5))
 
+# -- run_with_cache ----------------------------------------------------------------------------------------------
+bad("run_with_cache names= and names_filter= together",
+    lambda: MODEL.run_with_cache(TOKS, names=[POST], names_filter=[Z]))
+bad("run_with_cache grad_of non-scalar", lambda: MODEL.run_with_cache(TOKS, names=[POST], grad_of=lambda lg: lg[:, -1]))
+bad("run_with_cache grad_of returns a float", lambda: MODEL.run_with_cache(TOKS, names=[POST], grad_of=lambda lg: 1.0))
+bad("run_with_cache grad_of a constant tensor",
+    lambda: MODEL.run_with_cache(TOKS, names=[POST], grad_of=lambda lg: torch.tensor(0.0)))
+bad("run_with_cache max_bytes='lots'", lambda: MODEL.run_with_cache(TOKS, names=[POST], max_bytes="lots"))
+
 # -- generation --------------------------------------------------------------------------------------------------
 from mechscope.models.generate import generate  # noqa: E402
 

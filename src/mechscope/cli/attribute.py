@@ -161,7 +161,7 @@ def fidelity(
         from mechscope.attribution.export import load_transcoder_set
         from mechscope.attribution.fidelity import replacement_fidelity
         from mechscope.cli.common import load_model
-        from mechscope.experiments.dictionaries import eval_tokens
+        from mechscope.experiments.dictionaries.run import eval_tokens
 
         tset = load_transcoder_set(transcoders)
         m = load_model(model)

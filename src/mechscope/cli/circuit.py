@@ -29,7 +29,7 @@ def _task(task: str, model_name: str | None, n_prompts: int) -> tuple[Any, Any, 
     """(model, clean, corrupted, metric, readout, true edges or None)."""
     if task == "ioi":
         from mechscope.cli.common import load_model
-        from mechscope.experiments.circuits_ioi import ioi_task
+        from mechscope.experiments.circuits_ioi.run import ioi_task
 
         model = load_model(model_name or "smollm2-135m")
         clean, corrupted, metric = ioi_task(model, n_prompts)

@@ -115,7 +115,7 @@ def scaling(
             import torch
 
             from mechscope.activations.store import ActivationStore
-            from mechscope.experiments.scaling import held_out_rows, run_sweep
+            from mechscope.experiments.scaling.run import held_out_rows, run_sweep
 
             st = ActivationStore.open(store)
             h = hook or st.hooks[0]
@@ -129,8 +129,8 @@ def scaling(
                              seed_per_width=seed_per_width)
         summary = scaling_summary(rows, d_in, n_boot=bootstrap)
         if results is None and with_splits:
-            from mechscope.experiments.dictionaries import load_dictionary_dir
-            from mechscope.experiments.scaling import splits
+            from mechscope.experiments.dictionaries.run import load_dictionary_dir
+            from mechscope.experiments.scaling.run import splits
 
             tok = getattr(m, "tokenizer", None)
             top_t = max(r["tokens"] for r in rows)
@@ -189,8 +189,8 @@ def absorption_cmd(
     import torch
 
     from mechscope.dictionaries.absorption import absorption, first_letters
-    from mechscope.experiments.dictionaries import load_dictionary_dir
-    from mechscope.experiments.scaling import held_out_rows
+    from mechscope.experiments.dictionaries.run import load_dictionary_dir
+    from mechscope.experiments.scaling.run import held_out_rows
 
     with fail_cleanly():
         ds = [load_dictionary_dir(p) for p in dictionaries]

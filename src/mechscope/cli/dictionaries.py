@@ -49,7 +49,7 @@ def harvest(
     import torch
 
     from mechscope.distributed import init_from_env
-    from mechscope.experiments.dictionaries import harvest as run
+    from mechscope.experiments.dictionaries.run import harvest as run
     from mechscope.experiments.scale import harvest_distributed
 
     with fail_cleanly():
@@ -108,7 +108,7 @@ def train(
 ) -> None:
     """Train a dictionary on harvested activations (rerun the same command to resume)."""
     from mechscope.distributed import init_from_env
-    from mechscope.experiments.dictionaries import train_on_store
+    from mechscope.experiments.dictionaries.run import train_on_store
     from mechscope.experiments.scale import train_hooks
 
     options: dict[str, object] = {"k": k, "l1_coefficient": l1, "l0_coefficient": l0, "init_threshold": init_threshold,
@@ -153,7 +153,7 @@ def evaluate(
     import torch
 
     from mechscope.dictionaries.evals import EvalConfig, evaluate_many
-    from mechscope.experiments.dictionaries import eval_tokens, load_dictionary_dir
+    from mechscope.experiments.dictionaries.run import eval_tokens, load_dictionary_dir
 
     with fail_cleanly():
         d = load_dictionary_dir(directory)
@@ -199,7 +199,8 @@ def study(
     figure: Path | None = typer.Option(None, "--figure", help="Write the Pareto picture (PNG) here."),
 ) -> None:
     """Train every variant at 3 sparsity levels on one store, evaluate them spliced in (resumable)."""
-    from mechscope.experiments.dictionaries import StudyConfig, pareto_figure, run_study
+    from mechscope.experiments.dictionaries.report import pareto_figure
+    from mechscope.experiments.dictionaries.run import StudyConfig, run_study
     from mechscope.viz.report import save_figure
 
     with fail_cleanly():

@@ -59,7 +59,7 @@ def harvest(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """One pass over a corpus: density, histograms, max-activating and quantile examples, logits, neighbours."""
-    from mechscope.experiments.dictionaries import corpus_split
+    from mechscope.experiments.dictionaries.run import corpus_split
     from mechscope.features.db import FeatureDB
     from mechscope.features.harvest import HarvestConfig, Harvester
     from mechscope.features.source import dictionary_features, neuron_features

@@ -111,7 +111,7 @@ def ioi_cmd(model: str = _MODEL, out_dir: Path = typer.Option(Path("runs/ioi"), 
             as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
     """IOI case study: logit diff, accuracy, head roles, backup heads (+ factual recall)."""
     import mechscope
-    from mechscope.experiments.ioi import IOIConfig, run
+    from mechscope.experiments.ioi.run import IOIConfig, run
 
     cfg = IOIConfig(out_dir=str(out_dir), n_patch=n_patch, n_per_template=n_per_template,
                     n_path_senders=n_path_senders, n_facts=n_facts)
@@ -125,7 +125,7 @@ def facts_cmd(model: str = _MODEL, out_dir: Path = typer.Option(Path("runs/facts
               as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
     """Factual recall: which layers / positions carry landmark → city."""
     import mechscope
-    from mechscope.experiments.ioi import IOIConfig, facts
+    from mechscope.experiments.ioi.run import IOIConfig, facts
 
     out_dir.mkdir(parents=True, exist_ok=True)
     s = facts(mechscope.load(model), IOIConfig(out_dir=str(out_dir), n_facts=n_facts), out_dir)

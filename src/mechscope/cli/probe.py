@@ -37,7 +37,7 @@ def linear_cmd(
     """Probe whether a statement is true at its last token, at every layer (one pass), with control-task selectivity."""
     _threads(threads)
     with fail_cleanly():
-        from mechscope.experiments.probing import truth_probe_sweep
+        from mechscope.experiments.probing.run import truth_probe_sweep
 
         res = truth_probe_sweep(model, dataset, hook_kind=hook_kind, kind=kind, seed=seed, out=out,
                                 max_items=max_items)
@@ -60,7 +60,7 @@ def sparse_cmd(
     """k-sparse probing of compound words ("context manager", ...) in the MLP neurons of every layer."""
     _threads(threads)
     with fail_cleanly():
-        from mechscope.experiments.compound_words import run
+        from mechscope.experiments.compound_words.run import run
 
         res = run(model, corpus=corpus, max_documents=max_documents, ranking=ranking, milp=milp, out=out)
     typer.echo(json.dumps(res) if as_json else "\n".join(
@@ -83,7 +83,7 @@ def ccs_cmd(
     _threads(threads)
     with fail_cleanly():
         from mechscope.cli.common import load_model
-        from mechscope.experiments.truth import ccs_figure, ccs_study
+        from mechscope.experiments.truth.run import ccs_figure, ccs_study
 
         m = load_model(model)
         if getattr(m, "tokenizer", None) is None:
@@ -117,7 +117,7 @@ def das_cmd(
         if task != "hierarchical-equality":
             raise ConfigError(f"--task {task!r} is not available; implemented: hierarchical-equality "
                               f"(grokking and ioi alignments are not built yet)")
-        from mechscope.experiments.equality import EqualityConfig, iia_figure, run
+        from mechscope.experiments.equality.run import EqualityConfig, iia_figure, run
 
         cfg = EqualityConfig(seed=seed)
         if dims is not None:

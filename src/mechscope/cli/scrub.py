@@ -28,7 +28,7 @@ def induction_cmd(
     if threads is not None:
         torch.set_num_threads(threads)
     with fail_cleanly():
-        from mechscope.experiments.scrub_induction import ScrubInductionConfig, run
+        from mechscope.experiments.scrub_induction.run import ScrubInductionConfig, run
 
         cfg = ScrubInductionConfig(seed=seed)
         cfg = ScrubInductionConfig(seed=seed, steps=steps if steps is not None else cfg.steps,

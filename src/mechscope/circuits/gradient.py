@@ -26,9 +26,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from mechscope.circuits.patchable import fixed_differences
 from mechscope.circuits.problem import Problem
-from mechscope.circuits.receiver_grads import edge_gradient
+from mechscope.circuits.receiver_grads import edge_gradient, sender_diffs
 from mechscope.circuits.scores import EdgeScores
 from mechscope.errors import ConfigError
 
@@ -42,28 +41,42 @@ def _mask_grad(problem: Problem, masks: Tensor, fixed: Tensor | None) -> Tensor:
     return problem.graph.gather(grad).sum(0)
 
 
-def eap(problem: Problem) -> EdgeScores:
+Precision = Literal["full", "bf16"]
+
+
+def _dtype(problem: Problem, precision: Precision) -> torch.dtype:
+    """The contraction's dtype: the model's own (``full``) or bfloat16 (``bf16``; float32 accumulation)."""
+    if precision not in ("full", "bf16"):
+        raise ConfigError(f"precision must be 'full' or 'bf16', got {precision!r}")
+    return torch.bfloat16 if precision == "bf16" else problem.patch[0].dtype
+
+
+def eap(problem: Problem, precision: Precision = "full") -> EdgeScores:
     """Edge attribution patching: first-order effect of patching each edge alone.
 
     One forward + input-only backward on the clean tokens (``receiver_grads``: no per-head copies), which
-    also gives the clean sender outputs, plus the corrupted forward the problem already ran."""
+    also gives the clean sender outputs, plus the corrupted forward the problem already ran. ``precision``:
+    the sender x receiver contraction in the model's dtype (``full``) or in bfloat16 (``bf16``, see
+    docs/circuits.md for its measured error)."""
     g = problem.graph
-    dense, outputs, values = edge_gradient(problem.model, g, problem.clean, problem.metric,
-                                           lambda outs: fixed_differences(problem.patch, outs),
-                                           readout=problem.readout)
+    dtype = _dtype(problem, precision)
+    dense, _, values = edge_gradient(problem.model, g, problem.clean, problem.metric,
+                                     lambda raw: sender_diffs(problem.model, g, problem.patch, raw, dtype),
+                                     readout=problem.readout)
     problem.forwards += 1
-    problem.set_clean(outputs, values[0])
-    return EdgeScores(g, g.gather(dense), "eap", info=_info(problem))
+    problem.set_clean(None, values[0])
+    return EdgeScores(g, g.gather(dense), "eap", info={**_info(problem), "precision": precision})
 
 
 def eap_ig(problem: Problem, steps: int = 5, variant: Literal["inputs", "activations"] = "inputs",
-           chunk: int = 8) -> EdgeScores:
+           chunk: int = 8, precision: Precision = "full") -> EdgeScores:
     """EAP with integrated gradients (module docstring)."""
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
     if chunk < 1:
         raise ConfigError(f"chunk must be >= 1, got {chunk}")
     g = problem.graph
+    dtype = _dtype(problem, precision)
     valid = g.valid.float()
     total = torch.zeros(len(g.edges), dtype=problem.patch[0].dtype)
     if variant == "inputs":
@@ -74,21 +87,19 @@ def eap_ig(problem: Problem, steps: int = 5, variant: Literal["inputs", "activat
             embed = problem.model(problem.clean, stop_at_layer=0)
         delta = (problem.patch[0][:, :, 0] - embed).expand(problem.clean.shape[0], -1, -1)  # [batch pos d_model]
 
-        def fixed(outputs: list[Tensor]) -> Tensor:
-            if not built:
-                if problem.clean_outputs_known:
-                    outputs = problem.clean_outputs
-                built.append(fixed_differences(problem.patch, outputs))
+        def diffs(raw: list[Tensor]) -> Tensor:
+            if not built:  # the first call's variant 0 is the clean step
+                built.append(sender_diffs(problem.model, g, problem.patch, raw, dtype))
             return built[0]
 
         for i in range(0, steps, chunk):  # interpolated inputs = shifted embeddings (receiver_grads)
             chunk_f = tuple(fractions[i:i + chunk])
-            dense, outputs, values = edge_gradient(problem.model, g, problem.clean, problem.metric, fixed,
-                                                   readout=problem.readout, fractions=chunk_f, delta=delta)
+            dense, _, values = edge_gradient(problem.model, g, problem.clean, problem.metric, diffs,
+                                             readout=problem.readout, fractions=chunk_f, delta=delta)
             problem.forwards += 1
             if i == 0 and not problem.clean_outputs_known:
-                problem.set_clean(outputs, values[0])
-            total = total + g.gather(dense)
+                problem.set_clean(None, values[0])
+            total = total + g.gather(dense).to(total.dtype)
     elif variant == "activations":
         fractions = [(k + 0.5) / steps for k in range(steps)]
         for i in range(0, steps, chunk):
@@ -96,7 +107,8 @@ def eap_ig(problem: Problem, steps: int = 5, variant: Literal["inputs", "activat
             total = total + _mask_grad(problem, m, None).to(total.dtype)
     else:
         raise ConfigError(f"eap-ig variant must be 'inputs' or 'activations', got {variant!r}")
-    return EdgeScores(g, total / steps, "eap-ig", info={**_info(problem), "steps": steps, "variant": variant})
+    return EdgeScores(g, total / steps, "eap-ig",
+                      info={**_info(problem), "steps": steps, "variant": variant, "precision": precision})
 
 
 def _info(problem: Problem) -> dict[str, float | int | str]:
@@ -104,4 +116,4 @@ def _info(problem: Problem) -> dict[str, float | int | str]:
             "ablation": problem.ablation}
 
 
-__all__ = ["eap", "eap_ig"]
+__all__ = ["Precision", "eap", "eap_ig"]

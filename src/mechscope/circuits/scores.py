@@ -73,8 +73,8 @@ class EdgeScores:
     """Method details (clean / corrupted metric, forwards run, options)."""
 
     def __post_init__(self) -> None:
-        if self.scores.shape != (len(self.graph.edges),):
-            raise ConfigError(f"EdgeScores needs one score per edge ({len(self.graph.edges)}), "
+        if self.scores.shape != (self.graph.n_edges,):
+            raise ConfigError(f"EdgeScores needs one score per edge ({self.graph.n_edges}), "
                               f"got shape {tuple(self.scores.shape)}")
 
     def to_dict(self) -> dict[str, float]:

@@ -41,44 +41,64 @@ def _mask_grad(problem: Problem, masks: Tensor, fixed: Tensor | None) -> Tensor:
     return problem.graph.gather(grad).sum(0)
 
 
-Precision = Literal["full", "bf16"]
+Precision = Literal["auto", "full", "bf16"]
+
+AUTO_BF16_FLOPS = 1e9
+"""``precision="auto"`` contracts in bfloat16 from this many multiply-adds x 2 (batch x pos x d_model x
+edges x 2) on: below it the contraction is cheap and full precision costs nothing."""
 
 
-def _dtype(problem: Problem, precision: Precision) -> torch.dtype:
-    """The contraction's dtype: the model's own (``full``) or bfloat16 (``bf16``; float32 accumulation)."""
-    if precision not in ("full", "bf16"):
-        raise ConfigError(f"precision must be 'full' or 'bf16', got {precision!r}")
-    return torch.bfloat16 if precision == "bf16" else problem.patch[0].dtype
+def _native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 GEMMs natively on this CPU (else bf16 would be slower, not faster)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
-def eap(problem: Problem, precision: Precision = "full") -> EdgeScores:
+def contraction_dtype(problem: Problem, precision: Precision) -> torch.dtype:
+    """The dtype of the sender x receiver contraction: the model's own (``full``), bfloat16 with float32
+    accumulation (``bf16``), or ``auto``: bfloat16 for a float32 model whose contraction is at least
+    ``AUTO_BF16_FLOPS`` on a CPU with native bf16 GEMMs, else full (docs/circuits.md states the error)."""
+    if precision not in ("auto", "full", "bf16"):
+        raise ConfigError(f"precision must be 'auto', 'full' or 'bf16', got {precision!r}")
+    own = problem.patch[0].dtype
+    if precision == "auto":
+        b, p = problem.clean.shape
+        flops = 2 * b * p * problem.model.cfg.d_model * problem.graph.n_edges
+        big = own == torch.float32 and flops >= AUTO_BF16_FLOPS
+        return torch.bfloat16 if big and _native_bf16() else own
+    return torch.bfloat16 if precision == "bf16" else own
+
+
+def eap(problem: Problem, precision: Precision = "auto") -> EdgeScores:
     """Edge attribution patching: first-order effect of patching each edge alone.
 
     One forward + input-only backward on the clean tokens (``receiver_grads``: no per-head copies), which
     also gives the clean sender outputs, plus the corrupted forward the problem already ran. ``precision``:
-    the sender x receiver contraction in the model's dtype (``full``) or in bfloat16 (``bf16``, see
-    docs/circuits.md for its measured error)."""
+    the dtype of the sender x receiver contraction (``contraction_dtype``; ``info["precision"]`` records
+    the one used)."""
     g = problem.graph
-    dtype = _dtype(problem, precision)
+    dtype = contraction_dtype(problem, precision)
     dense, _, values = edge_gradient(problem.model, g, problem.clean, problem.metric,
                                      lambda raw: sender_diffs(problem.model, g, problem.patch, raw, dtype),
                                      readout=problem.readout)
     problem.forwards += 1
     problem.set_clean(None, values[0])
-    return EdgeScores(g, g.gather(dense), "eap", info={**_info(problem), "precision": precision})
+    return EdgeScores(g, g.gather(dense), "eap", info={**_info(problem), "precision": _name(dtype)})
 
 
 def eap_ig(problem: Problem, steps: int = 5, variant: Literal["inputs", "activations"] = "inputs",
-           chunk: int = 8, precision: Precision = "full") -> EdgeScores:
+           chunk: int = 8, precision: Precision = "auto") -> EdgeScores:
     """EAP with integrated gradients (module docstring)."""
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
     if chunk < 1:
         raise ConfigError(f"chunk must be >= 1, got {chunk}")
     g = problem.graph
-    dtype = _dtype(problem, precision)
+    dtype = contraction_dtype(problem, precision) if variant == "inputs" else problem.patch[0].dtype
     valid = g.valid.float()
-    total = torch.zeros(len(g.edges), dtype=problem.patch[0].dtype)
+    total = torch.zeros(g.n_edges, dtype=problem.patch[0].dtype)
     if variant == "inputs":
         # patched fraction of the input, clean (0) first: that forward's sender outputs are the clean ones
         fractions = [k / steps for k in range(steps)]
@@ -108,7 +128,12 @@ def eap_ig(problem: Problem, steps: int = 5, variant: Literal["inputs", "activat
     else:
         raise ConfigError(f"eap-ig variant must be 'inputs' or 'activations', got {variant!r}")
     return EdgeScores(g, total / steps, "eap-ig",
-                      info={**_info(problem), "steps": steps, "variant": variant, "precision": precision})
+                      info={**_info(problem), "steps": steps, "variant": variant,
+                            "precision": _name(dtype)})
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _info(problem: Problem) -> dict[str, float | int | str]:
@@ -116,4 +141,4 @@ def _info(problem: Problem) -> dict[str, float | int | str]:
             "ablation": problem.ablation}
 
 
-__all__ = ["Precision", "eap", "eap_ig"]
+__all__ = ["AUTO_BF16_FLOPS", "Precision", "contraction_dtype", "eap", "eap_ig"]

@@ -161,13 +161,18 @@ class Graph:
 
     @cached_property
     def edge_cells(self) -> tuple[Tensor, Tensor]:
-        """(sender rows, receiver columns) [n_edges] of every edge in ``edges`` order."""
-        s = torch.tensor([self.sender_index[e.sender.name] for e in self.edges], dtype=torch.long)
-        r = torch.tensor([self.receiver_index[e.receiver.name] for e in self.edges], dtype=torch.long)
+        """(sender rows, receiver columns) [n_edges] of every edge in ``edges`` order (receiver-major, then
+        sender: the nonzeros of ``valid`` transposed; no ``Edge`` objects are built)."""
+        r, s = self.valid.t().nonzero(as_tuple=True)
         return s, r
 
+    @cached_property
+    def n_edges(self) -> int:
+        """``len(edges)``, without building the ``Edge`` objects."""
+        return int(self.valid.sum())
+
     def __len__(self) -> int:
-        return len(self.edges)
+        return self.n_edges
 
     def __iter__(self) -> Iterator[Edge]:
         return iter(self.edges)

@@ -45,6 +45,7 @@ class Problem:
     seed: int = 0
     patch: list[Tensor] = field(init=False)
     _clean: tuple[list[Tensor], float] | None = field(init=False, default=None)
+    _clean_value: float | None = field(init=False, default=None)
     corrupted_value: float = field(init=False)
     forwards: int = field(init=False, default=0)
 
@@ -71,6 +72,8 @@ class Problem:
     @property
     def clean_value(self) -> float:
         """Mean metric of the clean forward (computed on first use)."""
+        if self._clean is None and self._clean_value is not None:
+            return self._clean_value
         return self._clean_run()[1]
 
     @property
@@ -84,10 +87,15 @@ class Problem:
             self._clean = (outputs, float(self.call_metric(logits).mean()))
         return self._clean
 
-    def set_clean(self, outputs: list[Tensor], values: Tensor) -> None:
-        """Record the clean sender outputs and per-example metric [batch] from a forward a method ran anyway
-        (EAP's gradient forward is the clean one), so the problem does not run it again."""
-        self._clean = (outputs, float(check_metric_output(values, self.clean.shape[0]).mean()))
+    def set_clean(self, outputs: list[Tensor] | None, values: Tensor) -> None:
+        """Record the clean per-example metric [batch] (and, when given, the sender outputs) from a forward a
+        method ran anyway (EAP's gradient forward is the clean one), so the problem does not run it again
+        (without outputs, ``clean_outputs`` still runs the clean forward on first use)."""
+        value = float(check_metric_output(values, self.clean.shape[0]).mean())
+        if outputs is None:
+            self._clean_value = value
+        else:
+            self._clean = (outputs, value)
 
     def call_metric(self, logits: Tensor) -> Tensor:
         """The metric on [batch pos vocab] logits with its output shape checked."""

@@ -8,7 +8,9 @@ ACDC records the change of its own objective when it tested the edge. Ranking us
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -73,8 +75,8 @@ class EdgeScores:
     """Method details (clean / corrupted metric, forwards run, options)."""
 
     def __post_init__(self) -> None:
-        if self.scores.shape != (len(self.graph.edges),):
-            raise ConfigError(f"EdgeScores needs one score per edge ({len(self.graph.edges)}), "
+        if self.scores.shape != (self.graph.n_edges,):
+            raise ConfigError(f"EdgeScores needs one score per edge ({self.graph.n_edges}), "
                               f"got shape {tuple(self.scores.shape)}")
 
     def to_dict(self) -> dict[str, float]:
@@ -119,6 +121,36 @@ class EdgeScores:
         return json.dumps({"method": self.method, "n_edges_total": len(self.graph.edges),
                            "info": self.info, "edges": [[k, v] for k, v in self.ranked(n)]})
 
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """One safetensors file (atomic write): the scores, and as metadata the graph's shape, the method,
+        the kept edges (ACDC) and the JSON-serialisable part of ``info``; ``EdgeScores.load`` reads it back, so
+        many circuits can be selected and evaluated from one costly run."""
+        from safetensors.torch import save_file
+
+        from mechscope.io_safety import atomic_write
+
+        g = self.graph
+        meta = {"graph": json.dumps({"n_layers": g.n_layers, "n_heads": g.n_heads, "n_kv_heads": g.n_kv_heads,
+                                     "has_mlp": g.has_mlp, "parallel": g.parallel}),
+                "method": self.method, "info": json.dumps(_jsonable(self.info)),
+                "kept": json.dumps(None if self.kept is None else sorted(self.kept))}
+        scores = self.scores.detach().contiguous()
+        return atomic_write(path, lambda tmp: save_file({"scores": scores}, str(tmp), metadata=meta))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> EdgeScores:
+        """Scores written by ``save`` (the graph is rebuilt from its recorded shape)."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if "graph" not in meta or "scores" not in set(f.keys()):
+                raise ConfigError(f"{path} is not an EdgeScores file (no graph metadata / scores tensor)")
+            scores = f.get_tensor("scores")
+        kept = json.loads(meta.get("kept", "null"))
+        return cls(Graph(**json.loads(meta["graph"])), scores, meta.get("method", "?"),
+                   None if kept is None else frozenset(kept), json.loads(meta.get("info", "{}")))
+
     def _repr_html_(self) -> str:
         """Inline rendering in Jupyter: method, the metric baselines when known, the top 10 edges."""
         from mechscope.viz.report import esc, table_html
@@ -128,6 +160,18 @@ class EdgeScores:
         head = (f"<p><b>EdgeScores</b> ({esc(self.method)}): {len(self.graph.edges)} edges"
                 + (f"; metric {esc(base)}" if base else "") + "</p>")
         return head + table_html([{"edge": k, "score": v} for k, v in self.ranked(10)], floatfmt="{:+.4f}")
+
+
+def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``info`` JSON can hold."""
+    out = {}
+    for k, v in info.items():
+        try:
+            json.dumps(v)
+        except (TypeError, ValueError):
+            continue
+        out[k] = v
+    return out
 
 
 __all__ = ["Circuit", "EdgeScores"]

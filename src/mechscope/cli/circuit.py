@@ -7,7 +7,8 @@
 ``--task ioi`` builds IOI prompts for ``--model`` (default smollm2-135m); the other tasks (``induction``,
 ``planted``, ``rasp:<program>``) come with their own model and true edge set from
 ``mechscope.circuits.truth.load_truth``. The circuit kept is ACDC's own, otherwise the top edges by |score|:
-``--keep N``, else as many as the task's true circuit has, else ``--fraction`` of all edges.
+``--keep N``, else as many as the task's true circuit has, else ``--fraction`` of all edges, chosen by
+``--selection`` (``circuits.select``: ``abs`` top |score|, ``signed``, ``pruned``, ``greedy``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def discover_cmd(
     threshold: float = typer.Option(0.01, "--threshold", help="ACDC threshold tau."),
     keep: int | None = typer.Option(None, "--keep", help="Edges in the circuit (not ACDC)."),
     fraction: float = typer.Option(0.05, "--fraction", help="Circuit size as a fraction, when no --keep / truth."),
+    selection: str = typer.Option("abs", "--selection",
+                                  help="How the circuit is chosen from the scores: abs | signed | pruned | greedy."),
     top: int = typer.Option(200, "--top", help="Edges listed in the output."),
     out: Path | None = typer.Option(None, "--out", help="Directory for summary.json, scores.json, circuit.svg."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -64,12 +67,16 @@ def discover_cmd(
 
     from mechscope.circuits.discover import discover
     from mechscope.circuits.evaluate import evaluate
+    from mechscope.circuits.select import SELECTIONS, select
+    from mechscope.errors import ConfigError
 
     if threads is not None:
         torch.set_num_threads(threads)
     per_method: dict[str, dict[str, Any]] = {"eap-ig": {"steps": steps, "chunk": 1}, "acdc": {"threshold": threshold}}
     options = per_method.get(method, {})
     with fail_cleanly():
+        if selection not in SELECTIONS:
+            raise ConfigError(f"--selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
         m, clean, corrupted, metric, readout, truth = _task(task, model, n_prompts)
         t0 = time.perf_counter()
         scores = discover(m, clean, corrupted, metric, method=method, readout=readout, **options)
@@ -79,10 +86,11 @@ def discover_cmd(
             circuit = scores.circuit()
         else:
             size = keep if keep is not None else (len(truth) if truth else int(round(fraction * n_total)))
-            circuit = scores.top(min(size, n_total))
+            circuit = select(scores, min(size, n_total), selection)  # type: ignore[arg-type]
         with torch.no_grad():
             faith = evaluate(m, clean, corrupted, metric, circuit.edges, readout=readout)
-    summary: dict[str, Any] = {"task": task, "method": method, "n_edges_total": n_total, "n_edges_kept": len(circuit),
+    summary: dict[str, Any] = {"task": task, "method": method, "selection": selection if scores.kept is None else None,
+               "n_edges_total": n_total, "n_edges_kept": len(circuit),
                "faithfulness": faith, "wall_seconds": wall, "edges": [[n, s] for n, s in scores.ranked(top)]}
     if out is not None:
         _write(out, summary, scores, circuit)

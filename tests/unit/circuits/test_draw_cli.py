@@ -105,3 +105,14 @@ def test_cli_errors_and_bench_delegates(fake_truth) -> None:
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)[0]["roc_auc"] == 1.0
     assert fake_truth == [(["eap", "acdc"], None)]
+
+
+def test_cli_discover_selection(fake_truth) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["circuit", "discover", "--task", "planted", "--method", "eap", "--json", "--keep", "3",
+                              "--selection", "signed"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["selection"] == "signed" and out["n_edges_kept"] == 3
+    res = runner.invoke(app, ["circuit", "discover", "--task", "planted", "--method", "eap", "--selection", "best"])
+    assert res.exit_code == 2 and "--selection must be one of" in res.output and "Traceback" not in res.output

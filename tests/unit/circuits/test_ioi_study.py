@@ -20,3 +20,14 @@ def test_head_report_ranks_heads_by_node_score() -> None:
     assert set(rep["roles"]) == set(IOI_HEADS)  # SmolLM2's heads do not exist here: reported, not in circuit
     assert all(not h["in_circuit"] and h["node_rank"] is None for hs in rep["roles"].values() for h in hs)
     assert all(e.endswith("->logits") for e, _ in rep["top_direct_to_logits_in_circuit"])
+
+
+def test_config_rejects_an_unknown_selection() -> None:
+    import pytest
+
+    from mechscope.errors import ConfigError
+    from mechscope.experiments.circuits_ioi import CircuitIOIConfig
+
+    assert CircuitIOIConfig().selection == "signed"
+    with pytest.raises(ConfigError, match="selection must be one of"):
+        CircuitIOIConfig(selection="best")

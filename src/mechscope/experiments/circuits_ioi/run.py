@@ -47,7 +47,10 @@ class CircuitIOIConfig:
     steps: int = 5
     """EAP-IG steps."""
     fraction: float = 0.05
-    """Circuit size: this fraction of all edges, by |score|."""
+    """Circuit size: this fraction of all edges."""
+    selection: str = "signed"
+    """How the circuit is chosen from the scores (``circuits.select``: abs | signed | pruned | greedy);
+    docs/circuits.md compares them on this task."""
     curve: tuple[float, ...] = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
     """Faithfulness-curve sizes (empty: skip)."""
     seed: int = 0
@@ -58,6 +61,10 @@ class CircuitIOIConfig:
             raise ConfigError(f"n_prompts must be >= 1, got {self.n_prompts}")
         if not 0.0 < self.fraction <= 1.0:
             raise ConfigError(f"fraction must be in (0, 1], got {self.fraction}")
+        from mechscope.circuits.select import SELECTIONS
+
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"selection must be one of {list(SELECTIONS)}, got {self.selection!r}")
 
 
 def ioi_task(model: Any, n: int, template: int = 0, seed: int = 0) -> tuple[Tensor, Tensor, Any]:
@@ -97,6 +104,7 @@ def run(cfg: CircuitIOIConfig, model: Any = None) -> dict[str, Any]:
     from mechscope.circuits.discover import discover
     from mechscope.circuits.draw import circuit_svg, faithfulness_figure, write_text
     from mechscope.circuits.evaluate import evaluate, faithfulness_curve
+    from mechscope.circuits.select import select
     from mechscope.viz.report import save_figure
 
     out = Path(cfg.out_dir)
@@ -108,14 +116,15 @@ def run(cfg: CircuitIOIConfig, model: Any = None) -> dict[str, Any]:
     scores = discover(model, clean, corrupted, metric, method=cfg.method, **opts)
     t_discover = time.perf_counter() - t0
     n_total = len(scores.graph.edges)
-    circuit = scores.top(int(cfg.fraction * n_total))
+    circuit = select(scores, int(cfg.fraction * n_total), cfg.selection)  # type: ignore[arg-type]
     t0 = time.perf_counter()
     with torch.no_grad():
         recovery = evaluate(model, clean, corrupted, metric, circuit.edges)
-        curve = faithfulness_curve(model, clean, corrupted, metric, scores, cfg.curve, chunk=4) if cfg.curve else None
+        curve = (faithfulness_curve(model, clean, corrupted, metric, scores, cfg.curve, chunk=4,
+                                    selection=cfg.selection) if cfg.curve else None)  # type: ignore[arg-type]
     t_eval = time.perf_counter() - t0
     summary: dict[str, Any] = {
-        "config": asdict(cfg), "method": cfg.method, "n_edges_total": n_total, "n_edges_kept": len(circuit),
+        "config": asdict(cfg), "method": cfg.method, "selection": cfg.selection, "n_edges_total": n_total, "n_edges_kept": len(circuit),
         "fraction_kept": len(circuit) / n_total, "faithfulness": recovery,
         "clean_logit_diff": scores.info["clean"], "corrupted_logit_diff": scores.info["corrupted"],
         "wall_seconds_discover": t_discover, "wall_seconds_evaluate": t_eval, "threads": torch.get_num_threads(),

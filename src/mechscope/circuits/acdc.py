@@ -23,9 +23,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from mechscope.circuits.graph import Graph
 from mechscope.circuits.problem import Problem
+from mechscope.circuits.resume import ResumeForward
 from mechscope.circuits.scores import EdgeScores
-from mechscope.errors import ConfigError
+from mechscope.errors import ConfigError, close_matches
 
 Objective = Literal["kl", "metric"]
 
@@ -42,12 +44,19 @@ class _Objective:
             zero = torch.zeros(1, len(g.senders), len(g.receivers))
             self.clean_logp = torch.log_softmax(problem.logits(zero).float(), dim=-1)
             self.clean_metric = float(problem.call_metric(problem.logits(zero)).mean())
+        self.resume: ResumeForward | None = None
 
-    def __call__(self, patched: Tensor) -> list[float]:
-        """patched: per-edge 0/1 [V n_edges] -> objective per variant."""
+    def __call__(self, patched: Tensor, col: int | None = None) -> list[float]:
+        """patched: per-edge 0/1 [V n_edges] -> objective per variant. With ``col`` (the receiver whose
+        edges alone differ between the variants) and a ``resume`` engine, the variants start at its layer."""
         p = self.problem
         with torch.no_grad():
-            logits = p.logits(p.graph.scatter(patched))
+            masks = p.graph.scatter(patched)
+            if self.resume is not None and col is not None and self.resume.applies(masks, col):
+                p.forwards += 1
+                logits = self.resume.logits(masks, col)
+            else:
+                logits = p.logits(masks)
             V = patched.shape[0]
             if self.kind == "kl":
                 lp = torch.log_softmax(logits.float(), dim=-1)
@@ -75,48 +84,91 @@ def _chain(patched: Tensor, chain: list[int], guess_kept: Tensor) -> tuple[Tenso
     return variants, before
 
 
+def _sweep_columns(graph: Graph, receivers: list[str] | None) -> list[int]:
+    """Receiver columns to sweep, in reverse topological order (every receiver by default)."""
+    if receivers is None:
+        return list(range(len(graph.receivers) - 1, -1, -1))
+    cols = []
+    for name in receivers:
+        c = graph.receiver_index.get(name)
+        if c is None:
+            near = close_matches(name, graph.receiver_index)
+            raise ConfigError(f"unknown receiver {name!r}" + (f"; did you mean {', '.join(near)}?" if near else "")
+                              + " (receivers: a{L}.h{H}<q|k|v>, a{L}.kv{G}<k|v>, m{L}, logits)")
+        cols.append(c)
+    return sorted(set(cols), reverse=True)
+
+
+def _variant_cap(problem: Problem, col: int, budget: float = 1.5e9) -> int:
+    """How many variants fit the memory ``budget`` when they start at ``col``'s layer: each keeps the
+    differences of every sender from that layer on and its own per-head attention inputs."""
+    g = problem.graph
+    layer = g.receivers[col].layer
+    later = len(g.senders) - g.n_senders_before(g.receivers[g.receiver_block(layer)[0]]) if layer < g.n_layers else 0
+    cols = g.n_heads + 2 * g.n_kv_heads + 1
+    per = (later + 2 * cols) * problem.clean.numel() * problem.model.cfg.d_model * 4
+    return max(1, int(budget // max(per, 1)))
+
+
 def acdc(problem: Problem, threshold: float = 0.01, objective: Objective = "kl", batched: bool = True,
-         chunk: int = 32) -> EdgeScores:
-    """Run ACDC; ``EdgeScores.kept`` is its circuit, each score the objective's rise when the edge was tested."""
+         chunk: int = 32, receivers: list[str] | None = None) -> EdgeScores:
+    """Run ACDC; ``EdgeScores.kept`` is its circuit, each score the objective's rise when the edge was tested.
+
+    ``receivers`` restricts the sweep to those receivers' edges (the others are kept, score 0); the
+    receivers first in reverse topological order (``logits``, the last layer's ...) give exactly the first
+    decisions of the full run. ``batched=False`` is the one-edge-at-a-time reference (one full patched
+    forward per edge); ``batched=True`` tests up to ``chunk`` edges into one receiver per forward, started
+    at the receiver's layer (``circuits/resume.py``), with the reference's bits.
+    """
     if threshold < 0:
         raise ConfigError(f"ACDC threshold must be >= 0, got {threshold}")
     if chunk < 1:
         raise ConfigError(f"chunk must be >= 1, got {chunk}")
     g = problem.graph
     n = len(g.edges)
+    cols = _sweep_columns(g, receivers)
     obj = _Objective(problem, objective)
     patched = torch.zeros(n)
     scores = torch.zeros(n)
     current = obj(patched[None])[0]
-    order = list(range(n - 1, -1, -1))  # reverse topological
+    if batched:
+        obj.resume = ResumeForward(problem.model, g, problem.clean, problem.patch, problem.readout)
+    starts = [0]
+    for r in g.receivers:
+        starts.append(starts[-1] + g.n_senders_before(r))
     guess_kept = torch.zeros(n, dtype=torch.bool)  # speculation: removed, unless a stale test said kept
-    i, step, n_variants = 0, min(4, chunk) if batched else 1, 0
-    while i < len(order):
-        chain = order[i:i + step]
-        variants, before = _chain(patched, chain, guess_kept)
-        values = obj(variants)
-        n_variants += len(chain)
-        broke = False
-        for v, e in enumerate(chain):
-            base = current if before[v] < 0 else values[before[v]]
-            rise = values[v] - base
-            if broke:  # computed on a wrong assumption: keep it only as a guess for the next chain
-                guess_kept[e] = rise >= threshold
-                continue
-            scores[e] = rise
-            i += 1
-            removed = rise < threshold
-            if removed:
-                patched[e] = 1.0
-                current = values[v]
-            broke = removed == bool(guess_kept[e])  # the chain assumed the other outcome
-        if batched:  # longer chains while the guesses hold, shorter after a miss (fewer wasted variants)
-            step = max(1, step // 2) if broke else min(chunk, step * 2)
+    step, n_variants = min(4, chunk) if batched else 1, 0
+    for col in cols:
+        order = list(range(starts[col + 1] - 1, starts[col] - 1, -1))  # this receiver's senders, latest first
+        cap = _variant_cap(problem, col) if batched else 1
+        i = 0
+        while i < len(order):
+            chain = order[i:i + min(step, cap)]
+            variants, before = _chain(patched, chain, guess_kept)
+            values = obj(variants, col)
+            n_variants += len(chain)
+            broke = False
+            for v, e in enumerate(chain):
+                base = current if before[v] < 0 else values[before[v]]
+                rise = values[v] - base
+                if broke:  # computed on a wrong assumption: keep it only as a guess for the next chain
+                    guess_kept[e] = rise >= threshold
+                    continue
+                scores[e] = rise
+                i += 1
+                removed = rise < threshold
+                if removed:
+                    patched[e] = 1.0
+                    current = values[v]
+                broke = removed == bool(guess_kept[e])  # the chain assumed the other outcome
+            if batched:  # longer chains while the guesses hold, shorter after a miss (fewer wasted variants)
+                step = max(1, step // 2) if broke else min(chunk, step * 2)
     kept = frozenset(g.edge_names[j] for j in (patched == 0).nonzero().flatten().tolist())
     return EdgeScores(g, scores, "acdc", kept=kept,
                       info={"clean": problem.clean_value, "corrupted": problem.corrupted_value,
                             "threshold": threshold, "objective": objective, "batched": batched,
-                            "final_objective": current, "forwards": problem.forwards, "variants": n_variants, "ablation": problem.ablation})
+                            "final_objective": current, "forwards": problem.forwards, "variants": n_variants,
+                            "ablation": problem.ablation, "receivers_swept": len(cols)})
 
 
 __all__ = ["acdc"]

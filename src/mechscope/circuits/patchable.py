@@ -276,14 +276,32 @@ def _shared_prefix(graph: Graph, masks: Tensor) -> int:
     return min(int(cols[0]) // per, graph.n_layers)
 
 
+def _pad_cols(block: Tensor) -> Tensor:
+    """Masks [.. s r] with at least 2 columns (a zero column appended to a single one): a one-column GEMM
+    takes MKL's GEMV path, whose summation order differs from the GEMM's, so without the padding a
+    column's bits would depend on how many columns share its call."""
+    return block if block.shape[-1] > 1 else torch.cat([block, torch.zeros_like(block)], dim=-1)
+
+
 def _weighted(d: Tensor, block: Tensor) -> Tensor:
     """Differences d [V|1 B p D s] times masks [V s r] -> [V B p D r], one matmul, no copy of ``d``."""
     vd, b, p, dm, n = d.shape
     v, _, r = block.shape
+    blk = _pad_cols(block)
+    rp = blk.shape[-1]
     if vd == 1:  # shared differences (fixed ones, or one variant): one GEMM over every variant's columns
-        out = d[0].reshape(b * p * dm, n) @ block.permute(1, 0, 2).reshape(n, v * r)  # a strided view of d
-        return out.view(b, p, dm, v, r).permute(3, 0, 1, 2, 4)
-    return torch.bmm(d.reshape(v, b * p * dm, n), block).view(v, b, p, dm, r)
+        out = d[0].reshape(b * p * dm, n) @ blk.permute(1, 0, 2).reshape(n, v * rp)  # a strided view of d
+        return out.view(b, p, dm, v, rp).permute(3, 0, 1, 2, 4)[..., :r]
+    return torch.bmm(d.reshape(v, b * p * dm, n), blk).view(v, b, p, dm, rp)[..., :r]
+
+
+def _weighted_each(d: Tensor, block: Tensor) -> Tensor:
+    """``_weighted`` with each variant's product its own [B*p*D s] @ [s r] GEMM (a batched matmul), i.e. the
+    shapes of a one-variant call: its bits do not depend on how many variants share the call."""
+    vd, b, p, dm, n = d.shape
+    v, _, r = block.shape
+    a = d.reshape(vd, b * p * dm, n)
+    return torch.bmm(a.expand(v, -1, -1) if vd == 1 else a, _pad_cols(block)).view(v, b, p, dm, -1)[..., :r]
 
 
 def per_variant_metric(metric: MetricFn, logits: Tensor, n_variants: int) -> Float[Tensor, "variants batch"]:

@@ -40,8 +40,8 @@ def test_probe_linear_and_ccs_json(tmp_path, monkeypatch) -> None:
 
 
 def test_probe_errors_exit_2(tmp_path, monkeypatch) -> None:
-    res = runner.invoke(app, ["probe", "das", "--task", "ioi", "--json"])
-    assert res.exit_code == 2 and "not available" in res.output
+    res = runner.invoke(app, ["probe", "das", "--task", "nope", "--json"])
+    assert res.exit_code == 2 and "unknown; choose one of hierarchical-equality, grokking, ioi" in res.output
     path = _saved_text_model(tmp_path, monkeypatch)
     res = runner.invoke(app, ["probe", "linear", "--model", path, "--dataset", "nope"])
     assert res.exit_code == 2 and "unknown truth dataset" in res.output

@@ -118,7 +118,7 @@ def das_cmd(
                                           "`mechscope grokking train` (e.g. --preset quick)."),
     task: str = typer.Option("hierarchical-equality", "--task", help="hierarchical-equality | grokking RUN | ioi"),
     layers: str | None = typer.Option(None, "--layers", help="Comma-separated layers (default: the task's; "
-                                      "hierarchical-equality: all hidden layers, ioi: 4,8,12,16,20,24)."),
+                                      "hierarchical-equality: all hidden layers, ioi: 8,14,20,24)."),
     dims: int | None = typer.Option(None, "--dims", help="Rotated coordinates per variable (default: the task's; "
                                     "grokking: 2 x the key frequencies)."),
     model: str = typer.Option("smollm2-135m", "--model", help="--task ioi: the language model."),

@@ -42,12 +42,12 @@ class IOIDASConfig:
     """Share of prompts held out (test pairs are built from them only)."""
     sources_per_base: int = 4
     """Counterfactual pairs per base prompt (half with the other name order)."""
-    layers: tuple[int, ...] = (4, 8, 12, 16, 20, 24)
+    layers: tuple[int, ...] = (8, 14, 20, 24)
     positions: tuple[str, ...] = ("S2", "end")
-    dims: int = 1
+    dims: int = 2
     epochs: int = 6
     batch_size: int = 32
-    lr: float = 1e-2
+    lr: float = 5e-2
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -119,7 +119,7 @@ def run(model: Any, cfg: IOIDASConfig | None = None) -> dict[str, Any]:
             tail = ResidualTail(model, tokens, layer, start, candidates)
             res = train_das(tail, "hook_resid", train, test,
                             DASConfig(dims=(cfg.dims,), epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                                      seed=cfg.seed), positions=[0])
+                                      seed=cfg.seed, partial=True), positions=[0])
             d = res.rotation.shape[0]
             rand, masks = random_rotation(d, seed=cfg.seed + 100 + layer), block_masks(d, [cfg.dims])
             full = torch.eye(d)

@@ -74,12 +74,15 @@ class RotatedInterchange(nn.Module):
     """A learnable orthogonal rotation + masks assigning rotated coordinates to variables."""
 
     def __init__(self, d: int, dims: Sequence[int], *, boundless: bool = False, seed: int = 0,
-                 rotation: Tensor | None = None) -> None:
+                 rotation: Tensor | None = None, partial: bool = False) -> None:
         super().__init__()
         self.d, self.dims, self.boundless = d, list(dims), boundless
         self.register_buffer("fixed", block_masks(d, dims))  # validates dims against d
         torch.manual_seed(seed)
-        self.rot = orthogonal(nn.Linear(d, d, bias=False))
+        self.partial = partial and not boundless and rotation is None
+        self.width = sum(self.dims) if self.partial else d
+        # partial: only the [d K] columns the masks use, orthonormal (Householder; far cheaper than a d x d map)
+        self.rot = orthogonal(nn.Linear(d, self.width, bias=False))
         if rotation is not None:
             if rotation.shape != (d, d):
                 raise ShapeError(f"rotation must be [{d} {d}], got {tuple(rotation.shape)}")
@@ -95,8 +98,16 @@ class RotatedInterchange(nn.Module):
 
     @property
     def rotation(self) -> Tensor:
+        """[d d], or [d K] orthonormal columns when ``partial``."""
         w = cast(Tensor, self.rot.weight)
-        return w
+        return w.T if self.partial else w
+
+    def full_rotation(self) -> Tensor:
+        """A [d d] rotation whose first columns are the learned ones (completed by a seeded QR if partial)."""
+        from mechscope.abstraction.interchange import rotation_from_basis
+
+        r = self.rotation.detach()
+        return rotation_from_basis(r) if self.partial else r
 
     def widths(self) -> Tensor:
         """Current (soft) number of coordinates per variable."""
@@ -106,7 +117,7 @@ class RotatedInterchange(nn.Module):
         """[n_vars d] masks: the fixed blocks, or boundless soft / hard ones."""
         if not self.boundless:
             fixed = cast(Tensor, self.fixed)
-            return fixed
+            return fixed[:, : self.width] if self.partial and not hard else fixed
         i = torch.arange(self.d, dtype=torch.float32)[None, :]
         a, w = self.starts[:, None], self.widths()[:, None]
         if hard:
@@ -151,6 +162,10 @@ class DASConfig:
     width_penalty: float = 1e-2
     """Boundless only: weight of the mean width (as a fraction of d) in the loss."""
     seed: int = 0
+    partial: bool = False
+    """Fixed dims only: learn just the ``sum(dims)`` orthonormal columns the swap uses (``[d K]``, Householder)
+    instead of a full ``d x d`` rotation; the same interchanges, far cheaper for wide hooks (a 576-wide
+    residual: one full-rotation step costs seconds on a CPU). The result is completed to ``[d d]``."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or not self.dims:
@@ -176,7 +191,7 @@ def train_das(model: Any, hook: str, train: InterchangeData, test: InterchangeDa
         raise ConfigError(f"{len(cfg.dims)} subspace dims for {len(train.sources)} intervened variables: give one "
                           f"dims entry per variable")
     d = capture(model, train.base[:1], hook, **kwargs).shape[-1]
-    ri = RotatedInterchange(d, cfg.dims, boundless=cfg.boundless, seed=cfg.seed)
+    ri = RotatedInterchange(d, cfg.dims, boundless=cfg.boundless, seed=cfg.seed, partial=cfg.partial)
     opt = torch.optim.Adam(ri.parameters(), lr=cfg.lr)
     steps = cfg.epochs * ((len(train) + cfg.batch_size - 1) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0))))
@@ -208,7 +223,7 @@ def train_das(model: Any, hook: str, train: InterchangeData, test: InterchangeDa
         for p in frozen:
             p.requires_grad_(True)
     with torch.no_grad():
-        rot, masks = ri.rotation.detach().clone(), ri.masks(hard=True).detach().clone()
+        rot, masks = ri.full_rotation().clone(), ri.masks(hard=True).detach().clone()
     score = iia(model, hook, test, rot, masks, positions=positions, **kwargs)
     return DASResult(rot, masks, [int(m.sum()) for m in masks], score, losses)
 

@@ -50,18 +50,26 @@ def rotation_from_basis(basis: Float[Tensor, "d k"], seed: int = 0) -> Float[Ten
 
 
 def swap(x: Tensor, sources: Sequence[Tensor], rotation: Tensor | None, masks: Tensor) -> Tensor:
-    """The interchange formula of the module docstring on the last axis (differentiable in R and masks)."""
+    """The interchange formula of the module docstring on the last axis (differentiable in R and masks).
+
+    ``rotation`` may also be *partial*, [d K] with K < d orthonormal columns (the only ones the masks
+    touch): then ``x' = x + (r' - x R) Rᵀ``, which for a square R is the formula above.
+    """
     d = x.shape[-1]
-    if masks.dim() != 2 or masks.shape[1] != d or masks.shape[0] != len(sources):
-        raise ShapeError(f"masks must be [n_sources={len(sources)} d={d}], got {tuple(masks.shape)}")
+    width = rotation.shape[1] if rotation is not None else d
+    if masks.dim() != 2 or masks.shape[1] != width or masks.shape[0] != len(sources):
+        raise ShapeError(f"masks must be [n_sources={len(sources)} {width}], got {tuple(masks.shape)}")
     rot = rotation if rotation is not None else None
-    r = x @ rot if rot is not None else x
+    r0 = x @ rot if rot is not None else x
+    r = r0
     for v, s in enumerate(sources):
         if s.shape != x.shape:
             raise ShapeError(f"source activation {v} has shape {tuple(s.shape)}, the base has {tuple(x.shape)}")
         rs = s @ rot if rot is not None else s
         r = r + masks[v] * (rs - r)
-    return r @ rot.T if rot is not None else r
+    if rot is None:
+        return r
+    return r @ rot.T if width == d else x + (r - r0) @ rot.T
 
 
 def capture(model: Any, inputs: Tensor, hook: str, **kwargs: Any) -> Tensor:

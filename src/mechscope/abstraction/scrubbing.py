@@ -16,8 +16,11 @@ to exactly one head at a time.
 
 ``loss recovered = (L_random - L_scrubbed) / (L_random - L_clean)``, where ``L_random`` is the loss with the
 whole model run on the random input ("nothing matters", 0 %) and ``L_clean`` the unscrubbed loss
-("everything matters", 100 %). Simplification versus the paper: one random input per scrubbed forward
-serves every unimportant path (the paper draws one per path).
+("everything matters", 100 %). Two ways to resample the unimportant paths: ``resample="shared"`` (one random
+input per scrubbed forward serves every unimportant path; ``L_random`` is the whole model on it) and
+``resample="per_path"`` (the paper's: every unimportant parent of every treeified input gets its own
+independent draw, a fresh derangement of the batch; ``L_random`` is then the scrubbed loss of the empty
+hypothesis, every path of the output resampled independently, with the same seed).
 """
 
 from __future__ import annotations
@@ -86,9 +89,10 @@ def _check(model: Any, hyp: Hypothesis) -> None:
 class Scrubber:
     """Evaluates scrubbed forwards of one model on one batch (memoising clean node outputs per input)."""
 
-    def __init__(self, model: Any, hyp: Hypothesis, tokens: Tensor, random_tokens: Tensor, gen: torch.Generator):
+    def __init__(self, model: Any, hyp: Hypothesis, tokens: Tensor, random_tokens: Tensor, gen: torch.Generator,
+                 per_path: bool = False):
         _check(model, hyp)
-        self.model, self.hyp, self.gen = model, hyp, gen
+        self.model, self.hyp, self.gen, self.per_path = model, hyp, gen, per_path
         self.tokens, self.random = tokens, random_tokens
         self._clean: dict[int, tuple[Tensor, dict[str, Tensor]]] = {}  # keeps x alive, so ids stay unique
 
@@ -118,6 +122,8 @@ class Scrubber:
                 continue
             if (u, child, which) in self.hyp.edges:
                 total = total + self.node(u, self.hyp.nodes[u](x, self.gen))
+            elif self.per_path:  # this path's own random input (everything upstream of u evaluated on it)
+                total = total + self.clean_outputs(self.tokens[derangement(self.tokens.shape[0], self.gen)])[u]
             else:
                 total = total + self.clean_outputs(self.random)[u]
         return cast(Tensor, total)
@@ -179,17 +185,29 @@ class ScrubResult:
         return (self.loss_random - self.loss) / (self.loss_random - self.loss_clean)
 
 
+RESAMPLE = ("shared", "per_path")
+
+
 def scrub(model: Any, hyp: Hypothesis, tokens: Int[Tensor, "batch pos"], loss_mask: Bool[Tensor, "batch pos"], *,
-          seed: int = 0) -> ScrubResult:
+          seed: int = 0, resample: str = "shared") -> ScrubResult:
     """Loss of the scrubbed forward on ``tokens`` (next-token loss where ``loss_mask`` is set, at the predicted
-    position) against the clean and the fully resampled losses."""
+    position) against the clean and the fully resampled losses (``resample``: see the module docstring)."""
+    if resample not in RESAMPLE:
+        raise ConfigError(f"resample must be one of {RESAMPLE}, got {resample!r}")
+    per_path = resample == "per_path"
     gen = torch.Generator().manual_seed(seed)
     rand = tokens[derangement(tokens.shape[0], gen)]
-    sc = Scrubber(model, hyp, tokens, rand, gen)
+    sc = Scrubber(model, hyp, tokens, rand, gen, per_path=per_path)
     with torch.no_grad():
         clean = _loss(model(tokens), tokens, loss_mask)
-        random = _loss(model(rand), tokens, loss_mask)
+        if per_path:
+            g0 = torch.Generator().manual_seed(seed)
+            r0 = tokens[derangement(tokens.shape[0], g0)]
+            random = _loss(Scrubber(model, Hypothesis("nothing", {}), tokens, r0, g0, per_path=True).logits(),
+                           tokens, loss_mask)
+        else:
+            random = _loss(model(rand), tokens, loss_mask)
     return ScrubResult(hyp.name, _loss(sc.logits(), tokens, loss_mask), clean, random)
 
 
-__all__ = ["Hypothesis", "ScrubResult", "Scrubber", "derangement", "identity", "model_nodes", "scrub"]
+__all__ = ["RESAMPLE", "Hypothesis", "ScrubResult", "Scrubber", "derangement", "identity", "model_nodes", "scrub"]

@@ -53,6 +53,9 @@ def sparse_cmd(
     max_documents: int | None = typer.Option(None, "--max-documents", help="Use only the first N documents."),
     ranking: str = typer.Option("mean_diff", "--ranking", help="mean_diff | f_stat | mutual_info | l1"),
     milp: bool = typer.Option(False, "--milp", help="Also solve the exact k-sparse probe (HiGHS) at each k <= 8."),
+    dictionary: Path | None = typer.Option(None, "--dictionary", help="A saved dictionary (SAE) directory: probe "
+                                           "its latents vs the same layer's MLP neurons vs PCA components at "
+                                           "equal k (SAEBench's sparse probing) instead of sweeping every layer."),
     out: Path | None = typer.Option(None, "--out", help="Write the F1-vs-k figure here."),
     threads: int | None = typer.Option(None, "--threads"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -60,9 +63,19 @@ def sparse_cmd(
     """k-sparse probing of compound words ("context manager", ...) in the MLP neurons of every layer."""
     _threads(threads)
     with fail_cleanly():
-        from mechscope.experiments.compound_words.run import run
+        if dictionary is not None:
+            from mechscope.experiments import sparse_dictionary
 
-        res = run(model, corpus=corpus, max_documents=max_documents, ranking=ranking, milp=milp, out=out)
+            if milp:
+                from mechscope.errors import ConfigError
+
+                raise ConfigError("--milp is for the neuron sweep; it cannot be combined with --dictionary")
+            res = sparse_dictionary.run(model, dictionary, corpus=corpus, max_documents=max_documents,
+                                        ranking=ranking, out=out)
+        else:
+            from mechscope.experiments.compound_words.run import run
+
+            res = run(model, corpus=corpus, max_documents=max_documents, ranking=ranking, milp=milp, out=out)
     typer.echo(json.dumps(res) if as_json else "\n".join(
         f"{r['feature']}: layer {r['layer']} F1@k {r['f1_at_k']}" for r in res["results"]))
 
@@ -101,32 +114,56 @@ def ccs_cmd(
 
 @app.command("das")
 def das_cmd(
-    task: str = typer.Option("hierarchical-equality", "--task", help="hierarchical-equality (grokking and ioi: not yet)."),
-    layers: str | None = typer.Option(None, "--layers", help="Comma-separated hidden layers (default: all)."),
-    dims: int | None = typer.Option(None, "--dims", help="Rotated coordinates per variable."),
+    run_dir: Path | None = typer.Argument(None, metavar="[RUN]", help="--task grokking: a run directory made by "
+                                          "`mechscope grokking train` (e.g. --preset quick)."),
+    task: str = typer.Option("hierarchical-equality", "--task", help="hierarchical-equality | grokking RUN | ioi"),
+    layers: str | None = typer.Option(None, "--layers", help="Comma-separated layers (default: the task's; "
+                                      "hierarchical-equality: all hidden layers, ioi: 8,14,20,24)."),
+    dims: int | None = typer.Option(None, "--dims", help="Rotated coordinates per variable (default: the task's; "
+                                    "grokking: 2 x the key frequencies)."),
+    model: str = typer.Option("smollm2-135m", "--model", help="--task ioi: the language model."),
+    n_prompts: int = typer.Option(64, "--n-prompts", help="--task ioi: prompts (half ABBA, half BABA)."),
     seed: int = typer.Option(0, "--seed"),
     out: Path | None = typer.Option(None, "--out", help="Write the IIA-by-layer figure here."),
     threads: int | None = typer.Option(None, "--threads"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Distributed alignment search: train the task's model, align its variables, report IIA vs a random rotation."""
+    """Distributed alignment search: align the task's high-level variables, report IIA vs a random rotation."""
     _threads(threads)
     with fail_cleanly():
         from mechscope.errors import ConfigError
 
-        if task != "hierarchical-equality":
-            raise ConfigError(f"--task {task!r} is not available; implemented: hierarchical-equality "
-                              f"(grokking and ioi alignments are not built yet)")
-        from mechscope.experiments.equality.run import EqualityConfig, iia_figure, run
-
-        cfg = EqualityConfig(seed=seed)
-        if dims is not None:
-            cfg = EqualityConfig(seed=seed, dims=dims)
+        tasks = ("hierarchical-equality", "grokking", "ioi")
+        if task not in tasks:
+            raise ConfigError(f"--task {task!r} is unknown; choose one of {', '.join(tasks)}")
+        if (run_dir is not None) != (task == "grokking"):
+            raise ConfigError("--task grokking needs a RUN directory argument, and only it takes one")
         sel = [int(v) for v in layers.split(",")] if layers else None
-        res = run(cfg, sel)
+        if task == "grokking":
+            from mechscope.experiments import grokking_das
+
+            assert run_dir is not None
+            res = grokking_das.run(run_dir, dims=dims, seed=seed)
+            fig_name, fig = "das_grokking.png", grokking_das.iia_figure
+        elif task == "ioi":
+            import dataclasses
+
+            from mechscope.cli.common import load_model
+            from mechscope.experiments import ioi_das
+
+            cfg = ioi_das.IOIDASConfig(n_prompts=n_prompts, seed=seed)
+            cfg = dataclasses.replace(cfg, dims=dims or cfg.dims, layers=tuple(sel) if sel else cfg.layers)
+            res = ioi_das.run(load_model(model), cfg)
+            fig_name, fig = "das_ioi.png", ioi_das.iia_figure
+        else:
+            from mechscope.experiments.equality.run import EqualityConfig, iia_figure, run
+
+            cfg_eq = EqualityConfig(seed=seed) if dims is None else EqualityConfig(seed=seed, dims=dims)
+            res = run(cfg_eq, sel)
+            fig_name, fig = "das_iia_by_layer.png", iia_figure
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            iia_figure(res).savefig(out / "das_iia_by_layer.png", dpi=110)
+            fig(res).savefig(out / fig_name, dpi=110)
     typer.echo(json.dumps(res) if as_json else
-               f"layer {res['layer']}: IIA {res['iia']} (random rotation {res['iia_random_rotation']}), "
-               f"subspace {res['subspace_dim']} per variable")
+               f"{task}: best {res.get('hook', res.get('layer'))}: IIA {res['iia']} (random rotation "
+               f"{res['iia_random_rotation']}), subspace {res['subspace_dim']} per variable")

@@ -19,6 +19,8 @@ def induction_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of training (new runs) and of the resampling."),
     steps: int | None = typer.Option(None, "--steps", help="Training steps for a new run."),
     n_eval: int | None = typer.Option(None, "--n-eval", help="Evaluation sequences (default 64)."),
+    resample: str = typer.Option("shared", "--resample", help="shared (one random input for every unimportant "
+                                 "path) | per_path (the paper's: an independent draw per path)."),
     threads: int | None = typer.Option(None, "--threads"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -33,6 +35,6 @@ def induction_cmd(
         cfg = ScrubInductionConfig(seed=seed)
         cfg = ScrubInductionConfig(seed=seed, steps=steps if steps is not None else cfg.steps,
                                    n_eval=n_eval if n_eval is not None else cfg.n_eval)
-        res = run(run_dir, cfg)
+        res = run(run_dir, cfg, resample=resample)
     typer.echo(json.dumps(res) if as_json else "\n".join(
         f"{h['name']}: loss {h['loss']}, loss recovered {h['loss_recovered']:.1%}" for h in res["hypotheses"]))

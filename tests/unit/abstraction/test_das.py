@@ -16,7 +16,7 @@ from mechscope.abstraction.das import (
     random_rotation,
     train_das,
 )
-from mechscope.abstraction.interchange import block_masks, interchange, rotation_from_basis
+from mechscope.abstraction.interchange import block_masks, interchange, rotation_from_basis, swap
 from mechscope.errors import ConfigError, HookNameError, ShapeError
 from mechscope.models.toy.mlp import HookedMLP
 from tests.conftest import tiny_model
@@ -78,6 +78,19 @@ def test_das_learns_the_rotation():
     assert res.iia >= 0.95
     assert abs(float(res.rotation[:, 0] @ q[:, 0])) > 0.9
     assert all(p.requires_grad for p in model.parameters())  # the model is given back trainable
+
+
+def test_partial_das_learns_the_direction_and_swaps_like_the_full_rotation():
+    model, q = sign_model()
+    res = train_das(model, "blocks.0.hook_post", data(512, 0), data(300, 1),
+                    DASConfig(dims=(1,), epochs=15, batch_size=64, lr=0.05, partial=True))
+    assert res.iia >= 0.95 and res.rotation.shape == (D, D)
+    assert torch.allclose(res.rotation.T @ res.rotation, torch.eye(D), atol=1e-5)
+    assert abs(float(res.rotation[:, 0] @ q[:, 0])) > 0.9
+    # a partial [d K] rotation swaps exactly what its square completion swaps
+    x, s = torch.randn(5, D), torch.randn(5, D)
+    full, masks = rotation_from_basis(res.rotation[:, :2]), block_masks(D, [2])
+    assert torch.allclose(swap(x, [s], res.rotation[:, :2], masks[:, :2]), swap(x, [s], full, masks), atol=1e-5)
 
 
 def test_boundless_das_learns_a_small_subspace():

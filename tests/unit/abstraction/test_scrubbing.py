@@ -19,19 +19,36 @@ def batch():
     return toks, mask
 
 
-@pytest.mark.parametrize("kind", ["attn_only", "shortformer"])
-def test_everything_recovers_100_and_nothing_0(kind):
+@pytest.mark.parametrize("kind,resample", [("attn_only", "shared"), ("shortformer", "shared"),
+                                           ("attn_only", "per_path"), ("shortformer", "per_path")])
+def test_everything_recovers_100_and_nothing_0(kind, resample):
     model = tiny_model(kind)
     toks, mask = batch()
-    every = scrub(model, Hypothesis.full("all", model_nodes(model)), toks, mask)
+    every = scrub(model, Hypothesis.full("all", model_nodes(model)), toks, mask, resample=resample)
     assert every.loss == pytest.approx(every.loss_clean, abs=1e-5)
     assert every.loss_recovered == pytest.approx(1.0, abs=1e-3)
-    nothing = scrub(model, Hypothesis("none", {}), toks, mask)
+    nothing = scrub(model, Hypothesis("none", {}), toks, mask, resample=resample)
     assert nothing.loss == pytest.approx(nothing.loss_random, abs=1e-5)
     assert nothing.loss_recovered == pytest.approx(0.0, abs=1e-3)
     # a partial hypothesis lands elsewhere (the embedding path alone is not the whole model)
-    part = scrub(model, Hypothesis.full("embed", ["embed"]), toks, mask)
+    part = scrub(model, Hypothesis.full("embed", ["embed"]), toks, mask, resample=resample)
     assert abs(part.loss - every.loss) > 1e-4
+
+
+def test_per_path_draws_each_path_independently():
+    model = tiny_model("attn_only")
+    toks, mask = batch()
+    shared = scrub(model, Hypothesis("none", {}), toks, mask, seed=3)
+    per_path = scrub(model, Hypothesis("none", {}), toks, mask, seed=3, resample="per_path")
+    assert shared.loss_clean == per_path.loss_clean
+    # shared: the whole model on one random input; per path: each node's output from its own draw
+    assert abs(per_path.loss_random - shared.loss_random) > 1e-4
+    again = scrub(model, Hypothesis("none", {}), toks, mask, seed=3, resample="per_path")
+    assert again == per_path  # seeded: the same draws
+    part = Hypothesis.full("embed", ["embed"])
+    assert abs(scrub(model, part, toks, mask, resample="per_path").loss - scrub(model, part, toks, mask).loss) > 1e-4
+    with pytest.raises(ConfigError, match="resample must be one of"):
+        scrub(model, part, toks, mask, resample="sometimes")
 
 
 def test_unknown_node_and_models_with_mlps_are_refused():

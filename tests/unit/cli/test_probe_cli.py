@@ -40,8 +40,8 @@ def test_probe_linear_and_ccs_json(tmp_path, monkeypatch) -> None:
 
 
 def test_probe_errors_exit_2(tmp_path, monkeypatch) -> None:
-    res = runner.invoke(app, ["probe", "das", "--task", "ioi", "--json"])
-    assert res.exit_code == 2 and "not available" in res.output
+    res = runner.invoke(app, ["probe", "das", "--task", "nope", "--json"])
+    assert res.exit_code == 2 and "unknown; choose one of hierarchical-equality, grokking, ioi" in res.output
     path = _saved_text_model(tmp_path, monkeypatch)
     res = runner.invoke(app, ["probe", "linear", "--model", path, "--dataset", "nope"])
     assert res.exit_code == 2 and "unknown truth dataset" in res.output
@@ -56,3 +56,10 @@ def test_scrub_induction_json(tmp_path) -> None:
     assert abs(out["hypotheses"][0]["loss_recovered"] - 1) < 1e-3 and abs(out["hypotheses"][-1]["loss_recovered"]) < 1e-3
     again = runner.invoke(app, ["scrub", "induction", str(tmp_path / "run"), "--n-eval", "12", "--json"])  # reuses the saved model
     assert json.loads(again.stdout) == out
+    per_path = runner.invoke(app, ["scrub", "induction", str(tmp_path / "run"), "--n-eval", "12", "--json",
+                                   "--resample", "per_path"])
+    pp = json.loads(per_path.stdout)
+    assert pp["resample"] == "per_path" and [h["name"] for h in pp["hypotheses"]] == names
+    assert abs(pp["hypotheses"][0]["loss_recovered"] - 1) < 1e-3 and abs(pp["hypotheses"][-1]["loss_recovered"]) < 1e-3
+    bad = runner.invoke(app, ["scrub", "induction", str(tmp_path / "run"), "--resample", "never"])
+    assert bad.exit_code == 2 and "resample must be one of" in bad.output

@@ -115,7 +115,7 @@ def hypotheses(prev: list[str], ind: list[str]) -> list[Hypothesis]:
             Hypothesis("induction head only", ind_feats, ind_only)]
 
 
-def run(run_dir: str | Path, cfg: ScrubInductionConfig | None = None) -> dict[str, Any]:
+def run(run_dir: str | Path, cfg: ScrubInductionConfig | None = None, *, resample: str = "shared") -> dict[str, Any]:
     """Train (or reuse) the model in ``run_dir`` and scrub the three hypotheses (+ the two baselines)."""
     from mechscope.models.transformer import HookedTransformer
 
@@ -135,8 +135,8 @@ def run(run_dir: str | Path, cfg: ScrubInductionConfig | None = None) -> dict[st
     prev, ind, scores = find_heads(model, cfg)
     toks, mask = repeated_spans(cfg, cfg.n_eval, seed=cfg.seed + 12345)
     hyps = [Hypothesis.full("everything", model_nodes(model))] + hypotheses(prev, ind) + [Hypothesis("nothing", {})]
-    results = [scrub(model, h, toks, mask, seed=cfg.seed) for h in hyps]
-    return {"previous_token_heads": prev, "induction_heads": ind, **scores,
+    results = [scrub(model, h, toks, mask, seed=cfg.seed, resample=resample) for h in hyps]
+    return {"resample": resample, "previous_token_heads": prev, "induction_heads": ind, **scores,
             "loss_clean": round(results[0].loss_clean, 4), "loss_random": round(results[0].loss_random, 4),
             "hypotheses": [{"name": r.name, "loss": round(r.loss, 4), "loss_recovered": round(r.loss_recovered, 4)}
                            for r in results]}

@@ -49,12 +49,13 @@ def layer_codes(model: Any, transcoders: CrossLayerTranscoder | Sequence[Transco
         c = clt.cfg
         reads, writes = clt_hooks(clt)
         _check_writes(writes)
+        scales = clt.output_scales()  # per target layer
         for s in range(c.n_layers):
             dv = clt.decoder_vectors(s)  # [d_sae n_layers d_out], model units
             decs = {t: dv[:, t] for t in range(s, c.n_layers)}
-            skip = clt.W_skip[s] * (c.input_scale / c.output_scale) if c.skip else None
+            skip = clt.W_skip[s] * (c.input_scale / scales[s]) if c.skip else None
             out.append(LayerCode(s, reads[s], clt.W_enc[s], clt.b_enc[s], c.input_scale, clt.activate, decs,
-                                 clt.b_dec[s] / c.output_scale, skip))
+                                 clt.b_dec[s] / scales[s], skip))
         return out
     for t in transcoders:
         tc = t.cfg

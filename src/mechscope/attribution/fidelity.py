@@ -2,11 +2,15 @@
 full replacement (every covered MLP replaced at once, no error terms).
 
 ``ce_recovered = (CE_ablated - CE_replaced) / (CE_ablated - CE_clean)`` where *ablated* zeroes the covered
-MLP outputs: 1 means the replacement loses nothing, 0 no better than deleting those MLPs.
+MLP outputs: 1 means the replacement loses nothing, 0 no better than deleting those MLPs. As for
+``dictionaries.evals``: when ablating barely moves the loss (gap < ``CE_GAP_WARN`` nats) the ratio divides by
+almost nothing, so a warning is raised and recorded under ``"warnings"``; ``ce_delta`` (replaced - clean) is the
+figure to read then. A negative ``ce_recovered`` (the replacement is worse than deleting the MLPs) is recorded too.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,12 +20,26 @@ from torch import Tensor
 
 from mechscope.attribution.codes import layer_codes
 from mechscope.dictionaries.clt import CrossLayerTranscoder
+from mechscope.dictionaries.evals import CE_GAP_WARN
 from mechscope.dictionaries.replacement import replacement
 from mechscope.dictionaries.transcoder import Transcoder
 
 
 def _ce(logits: Tensor, tokens: Tensor) -> float:
     return float(torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten()))
+
+
+def ce_notes(layers: Sequence[int], clean: float, ablated: float, replaced: float) -> list[str]:
+    """Why ``ce_recovered`` should not be read at face value: an ablation gap under ``CE_GAP_WARN`` nats, or a
+    replacement worse than the ablation (a negative ratio); empty when the ratio is meaningful."""
+    gap = ablated - clean
+    if abs(gap) < CE_GAP_WARN:
+        return [f"ce_recovered is unreliable: zero-ablating layers {list(layers)} changes the loss by only "
+                f"{gap:+.4f} nats (clean {clean:.4f}, ablated {ablated:.4f}); read ce_delta ({replaced - clean:+.4f})"]
+    if (ablated - replaced) / gap < 0:
+        return [f"the full replacement (CE {replaced:.4f}) is worse than zero-ablating layers {list(layers)} "
+                f"(CE {ablated:.4f}): ce_recovered {(ablated - replaced) / gap:.3f} < 0"]
+    return []
 
 
 @torch.no_grad()
@@ -45,9 +63,13 @@ def replacement_fidelity(model: Any, transcoders: CrossLayerTranscoder | Sequenc
     with model.hooks(fwd=[(o, lambda x, hook: torch.zeros_like(x)) for o in outs]):
         ce_abl = _ce(model(tokens), tokens)
     gap = ce_abl - ce_clean
+    recovered = (ce_abl - ce_rep) / gap if abs(gap) > 1e-12 else float("nan")
+    notes = ce_notes(layers, ce_clean, ce_abl, ce_rep)
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
     return {"layers": layers, "nmse": nmse, "ce_clean": ce_clean, "ce_replaced": ce_rep, "ce_ablated": ce_abl,
-            "ce_recovered": (ce_abl - ce_rep) / gap if abs(gap) > 1e-12 else float("nan"),
-            "n_tokens": int(tokens.numel())}
+            "ce_delta": ce_rep - ce_clean, "ce_recovered": recovered, "n_tokens": int(tokens.numel()),
+            "warnings": notes}
 
 
-__all__ = ["replacement_fidelity"]
+__all__ = ["ce_notes", "replacement_fidelity"]

@@ -2,6 +2,8 @@
 
     mechscope dict stream --model smollm2-135m --hooks blocks.15.hook_resid_post --tokens 1000000 \\
         --arch topk --k 32 --d-sae 4608 --out runs/topk-stream [--spill acts/]
+    mechscope dict stream --model smollm2-135m --arch clt --hooks all --k 8 --d-sae 128 --model-dtype bfloat16 \
+        --skip --tokens 131072 --batch-size 1024 --buffer-rows 4096 --out runs/clt   # a CLT over every MLP
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from mechscope.errors import ConfigError
 def stream(
     model: str = typer.Option("smollm2-135m", "--model", help="Model name or path for mechscope.load."),
     hooks: str = typer.Option(..., "--hooks", help="Comma-separated hooks the dictionary reads (transcoder: input,"
-                              "target; crosscoder: several)."),
+                              "target; crosscoder: several; clt: n inputs then n targets, or `all` for every "
+                              "MLP's ln2.hook_normalized then hook_mlp_out)."),
     tokens: int = typer.Option(..., "--tokens", help="Activation rows streamed (one pass)."),
     out: Path = typer.Option(..., "--out", help="Run directory (checkpoints, metrics.jsonl, dictionary/)."),
     arch: str = typer.Option("topk", "--arch", help="Any registered architecture (`mechscope dict archs`)."),
@@ -29,6 +32,7 @@ def stream(
     k: int | None = typer.Option(None, "--k", help="Active latents (topk, batchtopk, matryoshka, transcoder)."),
     l1: float | None = typer.Option(None, "--l1", help="L1 coefficient (relu, gated, crosscoder, transcoder)."),
     normalize: str = typer.Option("expected_norm", "--normalize", help="expected_norm | none."),
+    skip: bool = typer.Option(False, "--skip", help="Add a linear skip (transcoder, clt): a skip transcoder."),
     batch_size: int = typer.Option(4096, "--batch-size", help="Tokens per step."),
     steps: int | None = typer.Option(None, "--steps", help="Optimiser steps (default: tokens / batch size)."),
     lr: float = typer.Option(4e-4, "--lr", help="Peak Adam learning rate."),
@@ -39,6 +43,8 @@ def stream(
     seq_len: int = typer.Option(128, "--seq-len", help="Tokens per sequence."),
     seq_batch: int = typer.Option(16, "--seq-batch", help="Sequences per forward pass."),
     tokenizer: str = typer.Option("auto", "--tokenizer", help="auto | smollm2 | bytes."),
+    model_dtype: str = typer.Option("float32", "--model-dtype", help="float32 | bfloat16: run the model in this dtype "
+                                    "(rows are cast to float32 for training)."),
     spill: Path | None = typer.Option(None, "--spill", help="Also write the streamed rows to a new store here."),
     shard_rows: int = typer.Option(65536, "--shard-rows", help="Rows per shard of the --spill store."),
     no_estimate: bool = typer.Option(False, "--no-estimate", help="Skip the size/RAM/speed estimate and its check."),
@@ -47,18 +53,26 @@ def stream(
     import torch
 
     from mechscope.distributed import init_from_env
+    from mechscope.experiments.dictionaries import clt_hook_names
     from mechscope.experiments.scale import corpus_source
     from mechscope.experiments.streaming import train_streaming
 
     hook_list = [h.strip() for h in hooks.split(",") if h.strip()]
-    options: dict[str, object] = {"k": k, "l1_coefficient": l1, "normalize_activations": normalize, "seed": seed}
+    options: dict[str, object] = {"k": k, "l1_coefficient": l1, "normalize_activations": normalize, "seed": seed,
+                                  "skip": skip or None}
     if arch == "crosscoder":
         options["hook_names"] = tuple(hook_list)
     with fail_cleanly():
         if init_from_env().world_size > 1:
             raise ConfigError("`dict stream` runs on one process (every rank would redo the forward passes); under "
                               "torchrun, `dict harvest` then `dict train`")
-        m = load_model(model)
+        if model_dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"--model-dtype must be float32 or bfloat16, got {model_dtype!r}")
+        if hook_list == ["all"] and arch != "clt":
+            raise ConfigError("--hooks all is the CLT preset (every MLP's input and output); use it with --arch clt")
+        m = load_model(model).to(getattr(torch, model_dtype))
+        if hook_list == ["all"]:
+            hook_list = clt_hook_names(m.cfg.n_layers)
         src = corpus_source(m, hook_list, corpus=corpus, seq_len=seq_len, batch_size=seq_batch, tokenizer=tokenizer,
                             seed=seed)
         with torch.inference_mode(False):
@@ -66,7 +80,8 @@ def stream(
                                 steps=steps, lr=lr, buffer_rows=buffer_rows, seed=seed, precision=precision,
                                 spill=spill, shard_rows=shard_rows, model_name=model, estimate=not no_estimate)
     typer.echo(json.dumps({"out": str(out / "dictionary"), "arch": d.cfg.architecture, "d_in": d.cfg.d_in,
-                           "d_sae": d.cfg.d_sae, "hook": d.cfg.hook_name, "spill": None if spill is None else str(spill)}))
+                           "d_sae": d.cfg.d_sae, "hook": d.cfg.hook_name, "n_layers": getattr(d.cfg, "n_layers", None),
+                           "spill": None if spill is None else str(spill)}))
 
 
 def _ints(text: str, what: str) -> list[int]:

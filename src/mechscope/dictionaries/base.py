@@ -256,10 +256,16 @@ class Dictionary(HookedModule):
 
     def decode(self, acts: Float[Tensor, "... d_sae"]) -> Float[Tensor, "... d_out"]:
         """Reconstruction from latent activations, in the input's units."""
-        out = self.decode_normalised(acts)
-        if self.cfg.output_scale != 1.0:
-            out = out / self.cfg.output_scale
-        return self.hook_sae_recons(out)
+        return self.hook_sae_recons(self.unscale_output(self.decode_normalised(acts)))
+
+    def unscale_output(self, out: Tensor) -> Tensor:
+        """A prediction in normalised units -> the model's units (divided by ``output_scale``)."""
+        return out / self.cfg.output_scale if self.cfg.output_scale != 1.0 else out
+
+    @torch.no_grad()
+    def init_output_scales(self, targets: Tensor) -> None:
+        """Finer output scales than the scalar ``output_scale`` (CLTs: one per layer), from sample targets in
+        raw units; the trainer calls it with ``expected_norm``. Default: none."""
 
     def forward(self, x: Float[Tensor, "... d_in"]) -> DictOutput:
         """Encode and decode; usable inside a hook: ``lambda x, hook: sae(x).recons``."""

@@ -11,7 +11,10 @@ prediction ``[... n_layers d_out]``: the MLP output of every layer (``blocks.l.h
 
 ``W_dec [n_pairs d_sae d_out]`` stores only the causal pairs ``(s, t), s <= t`` in the order of
 :func:`pairs` (``n_pairs = n_layers (n_layers + 1) / 2``); decoding is one gather, one batched matmul and
-one ``index_add`` over target layers. ``skip=True`` adds a per-layer linear skip (a skip CLT); a single-layer
+one ``index_add`` over target layers. Scales: inputs share ``input_scale``; target layer ``t`` is normalised by
+``output_scale * layer_output_scales[t]`` (MLP outputs of one model differ in size by 40x across layers, so with
+``normalize_activations="expected_norm"`` the trainer gives every layer a mean norm of ``sqrt(d_out)``: the loss
+then weighs the layers equally instead of being dominated by the last one). ``skip=True`` adds a per-layer linear skip (a skip CLT); a single-layer
 skip transcoder is ``Transcoder`` with ``skip=True``. The sparsity penalty weights each activation by the
 sum of its decoder norms over the layers it writes (a feature pays for every layer), as for crosscoders.
 
@@ -64,6 +67,8 @@ class CLTConfig(DictionaryConfig):
     """Weight of the summed-decoder-norm L1 penalty (ReLU only)."""
     apply_b_dec_to_input: bool = False
     """Must stay False: ``b_dec`` lives in the output space."""
+    layer_output_scales: tuple[float, ...] | None = None
+    """Per target layer factor on ``output_scale`` (None: all 1); set by the trainer with ``expected_norm``."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -75,6 +80,9 @@ class CLTConfig(DictionaryConfig):
             v = getattr(self, name)
             if v is not None and len(v) != self.n_layers:
                 raise ConfigError(f"{name} has {len(v)} names but n_layers={self.n_layers}")
+        ls = self.layer_output_scales
+        if ls is not None and (len(ls) != self.n_layers or not all(math.isfinite(v) and v > 0 for v in ls)):
+            raise ConfigError(f"layer_output_scales must be {self.n_layers} positive finite numbers, got {ls!r}")
         check_output_space(self, "a CLT")
 
     @property
@@ -146,6 +154,30 @@ class CrossLayerTranscoder(Dictionary):
         """Encode every layer, decode into every later layer (skip included) in the input's units."""
         return predict_target(self, x, skip=self.cfg.skip)
 
+    def output_scales(self) -> Float[Tensor, " n_layers"]:
+        """Each target layer's normalising scale: ``output_scale * layer_output_scales[t]``."""
+        ls = self.cfg.layer_output_scales or (1.0,) * self.cfg.n_layers
+        return torch.tensor(ls, dtype=self.W_dec.dtype, device=self.W_dec.device) * self.cfg.output_scale
+
+    def unscale_output(self, out: Tensor) -> Tensor:
+        """``[... n_layers d_out]`` normalised prediction -> model units (each layer by its own scale)."""
+        if self.cfg.layer_output_scales is None:
+            return super().unscale_output(out)
+        return out / self.output_scales().to(out.dtype)[:, None]
+
+    def scale_target(self, target: Tensor) -> Tensor:
+        target = target.to(self.W_dec.dtype)
+        if self.cfg.layer_output_scales is None:
+            return super().scale_target(target)
+        return target * self.output_scales()[:, None]
+
+    @torch.no_grad()
+    def init_output_scales(self, targets: Tensor) -> None:
+        """Give every target layer a mean norm of ``sqrt(d_out)`` (targets ``[N n_layers d_out]``, raw units)."""
+        norms = targets.reshape(-1, self.cfg.n_layers, self.cfg.d_out).double().norm(dim=-1).mean(0)
+        scales = (self.cfg.d_out ** 0.5) / norms.clamp_min(1e-12)
+        self.with_config(layer_output_scales=tuple(float(v) for v in scales / self.cfg.output_scale))
+
     def decoder_vectors(self, layer: int) -> Tensor:
         """``[d_sae n_layers d_out]``: what each feature of ``layer`` writes to every layer (0 before it),
         in the output's units."""
@@ -155,7 +187,7 @@ class CrossLayerTranscoder(Dictionary):
         out = self.W_dec.new_zeros(self.cfg.d_sae, n, self.cfg.d_out)
         idx = (self.pair_source == layer).nonzero()[:, 0]
         out[:, self.pair_target[idx]] = self.W_dec[idx].transpose(0, 1)
-        return out / self.cfg.output_scale
+        return out / self.output_scales()[None, :, None]
 
     def decoder_norms(self) -> Tensor:
         """``[n_layers d_sae]``: each feature's decoder norm summed over the layers it writes."""

@@ -105,6 +105,7 @@ def _splice_clt(model: Any, clt: CrossLayerTranscoder, use_error_term: bool) -> 
     acts_hp = [HookPoint() for _ in range(n)]
     err_hp = [HookPoint() if use_error_term else None for _ in range(n)]
     out_hp = [HookPoint() for _ in range(n)]
+    scales = clt.output_scales()  # per target layer
 
     def read(layer: int):  # noqa: ANN202
         def fn(x: Tensor, hook: HookPoint) -> None:
@@ -123,7 +124,7 @@ def _splice_clt(model: Any, clt: CrossLayerTranscoder, use_error_term: bool) -> 
         out = torch.einsum("sbpk,skd->bpd", stacked, clt.W_dec[idx]) + clt.b_dec[layer]
         if cfg.skip:
             out = out + inputs[layer] @ clt.W_skip[layer]  # type: ignore[operator]
-        return out / cfg.output_scale if cfg.output_scale != 1.0 else out
+        return out / scales[layer]
 
     def write(layer: int):  # noqa: ANN202
         def fn(y: Tensor, hook: HookPoint) -> Tensor:

@@ -49,9 +49,7 @@ def predict_target(d: Dictionary, x: Tensor, skip: bool) -> DictOutput:
     out = d.decode_normalised(acts)
     if skip:
         out = out + d.skip(x_c)
-    if d.cfg.output_scale != 1.0:
-        out = out / d.cfg.output_scale
-    return DictOutput(d.hook_sae_recons(out), acts, pre)
+    return DictOutput(d.hook_sae_recons(d.unscale_output(out)), acts, pre)
 
 
 @dataclass(frozen=True, kw_only=True)

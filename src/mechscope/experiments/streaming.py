@@ -108,7 +108,9 @@ def train_streaming(src: Any, out_dir: str | Path, arch: str, *, n_tokens: int, 
                            row_bytes=4 * sum(shapes[n][-1] for n in names), steps=total, precision=precision)
         rate = None if h.tokens_per_s is None or t.tokens_per_s is None else \
             1 / (1 / h.tokens_per_s + 1 / t.tokens_per_s)  # a forward, then a step, one after the other
-        announce(Estimate("stream", (h.disk_bytes if spill else 0) + t.disk_bytes, h.peak_ram_bytes + t.peak_ram_bytes,
+        # without a spill no shard is buffered: drop the harvest estimate's two shards of float32 rows
+        h_peak = h.peak_ram_bytes - (0 if spill else 2 * shard_rows * 4 * sum(shapes[n][-1] for n in names))
+        announce(Estimate("stream", (h.disk_bytes if spill else 0) + t.disk_bytes, h_peak + t.peak_ram_bytes,
                           rate, None if rate is None else total * batch_size / rate, h.free_disk_bytes,
                           h.available_ram_bytes))
     stream = model_blocks(src, n_tokens, spill=spill, shard_rows=shard_rows, metadata=meta)

@@ -164,6 +164,7 @@ class Trainer:
             s_in = expected_norm_scale(xs, d.cfg.d_in)
             s_out = s_in if ts is xs or torch.equal(ts, xs) else expected_norm_scale(ts, ts.shape[-1])
             d.with_config(input_scale=s_in, output_scale=s_out)
+            d.init_output_scales(ts)
         d.init_b_dec(self.sync.gather_rows(_split(head[0])[1]))
         return itertools.chain(head, it)
 

@@ -106,8 +106,28 @@ def dictionary_for(arch: str, names: Sequence[str], widths: Sequence[int], *, d_
         opts |= {"d_out": int(widths[1]), "target_hook_name": names[1]}
     if arch == "crosscoder":
         opts["n_layers"] = len(names)
-    return build_dictionary(arch, d_in=int(widths[0]), d_sae=d_sae, hook_name=names[0] if arch != "crosscoder" else None,
+    if arch == "clt":
+        n = clt_layers(names)
+        opts |= {"n_layers": n, "d_out": int(widths[n]), "hook_names": tuple(names[:n]),
+                 "target_hook_names": tuple(names[n:])}
+    return build_dictionary(arch, d_in=int(widths[0]), d_sae=d_sae,
+                            hook_name=names[0] if arch not in ("crosscoder", "clt") else None,
                             model_name=model_name, options=opts)
+
+
+def clt_hook_names(n_layers: int) -> list[str]:
+    """The hooks a CLT over all ``n_layers`` MLPs reads: every MLP input, then every MLP output."""
+    return ([f"blocks.{i}.ln2.hook_normalized" for i in range(n_layers)]
+            + [f"blocks.{i}.hook_mlp_out" for i in range(n_layers)])
+
+
+def clt_layers(names: Sequence[str]) -> int:
+    """Number of layers of a CLT reading ``names`` = its input hooks then its target hooks (``ConfigError``
+    unless there are as many of each, at least one)."""
+    if len(names) < 2 or len(names) % 2:
+        raise ConfigError(f"a CLT reads n input hooks then n target hooks (an even number >= 2), got {len(names)}: "
+                          f"{list(names)}; `--hooks all` takes every MLP's input and output")
+    return len(names) // 2
 
 
 def _stream(store: Any, hooks: list[str], kind: str, batch_size: int, capacity: int, seed: int,
@@ -124,6 +144,9 @@ def mix(blocks: Any, kind: str, batch_size: int, capacity: int, seed: int) -> It
     for b in mixing_buffer(blocks, capacity=capacity, batch_size=batch_size, seed=seed):
         if kind == "crosscoder":
             yield torch.stack(list(b), dim=1)
+        elif kind == "clt":  # (inputs [B L d_in], targets [B L d_out]); rows of a bf16 model train in float32
+            n = len(b) // 2
+            yield torch.stack(list(b[:n]), dim=1).float(), torch.stack(list(b[n:]), dim=1).float()
         else:
             yield b
 
@@ -136,7 +159,8 @@ def train_on_store(store_dir: str | Path, out_dir: str | Path, arch: str, *, d_s
                    estimate: bool = False) -> Dictionary:
     """Train an ``arch`` dictionary on a store (resumes if ``out_dir`` holds a checkpoint).
 
-    ``hooks``: one hook (SAE variants), ``[input, target]`` (transcoder) or several (crosscoder);
+    ``hooks``: one hook (SAE variants), ``[input, target]`` (transcoder), several (crosscoder), or n inputs then
+    n targets (clt);
     default: the store's only hook. ``steps`` defaults to one pass over ``epochs`` x the store.
     ``precision``: ``float32`` or ``bfloat16`` (autocast; see ``TrainerConfig.precision``).
     ``sync``: a ``mechscope.distributed.Sync`` for data-parallel training (every rank reads the same global

@@ -23,7 +23,8 @@ def batches(n: int, seed: int = 0) -> list[torch.Tensor]:
 def dictionary(arch: str = "topk") -> Any:
     from mechscope.dictionaries.registry import create, dictionary_class
 
-    kw: dict[str, Any] = {"topk": {"k": 2, "aux_k": 3}, "relu": {"l1_coefficient": 0.3}}[arch]
+    kw: dict[str, Any] = {"topk": {"k": 2, "aux_k": 3}, "batchtopk": {"k": 2, "aux_k": 3},
+                          "relu": {"l1_coefficient": 0.3}}[arch]
     cls = dictionary_class(arch).config_class
     return create(cls(d_in=D_IN, d_sae=D_SAE, seed=3, normalize_activations="expected_norm", **kw))
 

@@ -130,7 +130,8 @@ class Trainer:
         """One optimiser step on ``x`` predicting ``target``; returns the step's losses."""
         d, cfg = self.dictionary, self.cfg
         logs = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == cfg.total_steps
-        ctx = TrainContext(cfg.sparsity_scale_at(self.step), self.dead_mask if self.step else None, self.step, logs)
+        ctx = TrainContext(cfg.sparsity_scale_at(self.step), self.dead_mask if self.step else None, self.step, logs,
+                           self.sync if self.sync.world_size > 1 else None)
         with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16"):
             out = d.training_losses(x, target, ctx)
         out.loss.backward()

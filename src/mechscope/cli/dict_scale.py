@@ -2,6 +2,9 @@
 
     mechscope dict stream --model smollm2-135m --hooks blocks.15.hook_resid_post --tokens 1000000 \\
         --arch topk --k 32 --d-sae 4608 --out runs/topk-stream [--spill acts/]
+
+Under ``torchrun`` the same command deals the forward passes over the ranks (rows all-gathered) and trains
+data parallel; with ``--distribute-hooks`` each rank trains its share of the hooks' dictionaries instead.
 """
 
 from __future__ import annotations
@@ -42,31 +45,49 @@ def stream(
     spill: Path | None = typer.Option(None, "--spill", help="Also write the streamed rows to a new store here."),
     shard_rows: int = typer.Option(65536, "--shard-rows", help="Rows per shard of the --spill store."),
     no_estimate: bool = typer.Option(False, "--no-estimate", help="Skip the size/RAM/speed estimate and its check."),
+    distribute_hooks: bool = typer.Option(False, "--distribute-hooks", help="One dictionary per hook in "
+                                          "OUT/<hook>/; under torchrun each rank trains its share of the hooks."),
+    model_dtype: str = typer.Option("float32", "--model-dtype", help="float32 | bfloat16: run the model in this dtype."),
 ) -> None:
     """Train a dictionary on activations streamed from the model through the mixing buffer (no harvest)."""
     import torch
 
     from mechscope.distributed import init_from_env
     from mechscope.experiments.scale import corpus_source
-    from mechscope.experiments.streaming import train_streaming
+    from mechscope.experiments.streaming import train_hooks_streaming, train_streaming
 
     hook_list = [h.strip() for h in hooks.split(",") if h.strip()]
     options: dict[str, object] = {"k": k, "l1_coefficient": l1, "normalize_activations": normalize, "seed": seed}
     if arch == "crosscoder":
         options["hook_names"] = tuple(hook_list)
     with fail_cleanly():
-        if init_from_env().world_size > 1:
-            raise ConfigError("`dict stream` runs on one process (every rank would redo the forward passes); under "
-                              "torchrun, `dict harvest` then `dict train`")
-        m = load_model(model)
+        sync = init_from_env()
+        if model_dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"--model-dtype must be float32 or bfloat16, got {model_dtype!r}")
+        if distribute_hooks and (arch in ("crosscoder", "transcoder") or spill is not None):
+            raise ConfigError("--distribute-hooks trains one single-hook dictionary per hook: not with --arch "
+                              f"{arch} or --spill")
+        m = load_model(model).to(getattr(torch, model_dtype))
         src = corpus_source(m, hook_list, corpus=corpus, seq_len=seq_len, batch_size=seq_batch, tokenizer=tokenizer,
                             seed=seed)
         with torch.inference_mode(False):
+            if distribute_hooks:
+                runs = train_hooks_streaming(src, out, arch, n_tokens=tokens, d_sae=d_sae, options=options,
+                                             batch_size=batch_size, steps=steps, lr=lr, buffer_rows=buffer_rows,
+                                             seed=seed, precision=precision, model_name=model, sync=sync,
+                                             progress=sync.is_writer)
+                if sync.is_writer:
+                    typer.echo(json.dumps({"out": str(out), "runs": {h: str(p) for h, p in runs.items()},
+                                           "world_size": sync.world_size}))
+                return
             d = train_streaming(src, out, arch, n_tokens=tokens, d_sae=d_sae, options=options, batch_size=batch_size,
                                 steps=steps, lr=lr, buffer_rows=buffer_rows, seed=seed, precision=precision,
-                                spill=spill, shard_rows=shard_rows, model_name=model, estimate=not no_estimate)
-    typer.echo(json.dumps({"out": str(out / "dictionary"), "arch": d.cfg.architecture, "d_in": d.cfg.d_in,
-                           "d_sae": d.cfg.d_sae, "hook": d.cfg.hook_name, "spill": None if spill is None else str(spill)}))
+                                spill=spill, shard_rows=shard_rows, model_name=model, estimate=not no_estimate,
+                                sync=sync, progress=sync.is_writer)
+    if sync.is_writer:
+        typer.echo(json.dumps({"out": str(out / "dictionary"), "arch": d.cfg.architecture, "d_in": d.cfg.d_in,
+                               "d_sae": d.cfg.d_sae, "hook": d.cfg.hook_name, "world_size": sync.world_size,
+                               "spill": None if spill is None else str(spill)}))
 
 
 def _ints(text: str, what: str) -> list[int]:

@@ -141,7 +141,9 @@ def scaling(
             st = ActivationStore.open(store)
             h = hook or st.hooks[0]
             d_in = int(st.manifest["hooks"][h][-1])
-            m = load_model(model)
+            # held-out rows from the model in the dtype the store was harvested with (same distribution)
+            dtype = st.manifest["metadata"].get("source", {}).get("metadata", {}).get("model_dtype", "float32")
+            m = load_model(model).to(getattr(torch, dtype if dtype in ("float32", "bfloat16") else "float32"))
             with torch.inference_mode():
                 held, ids = held_out_rows(m, h, corpus=corpus, n_rows=eval_rows)
             held = held.clone()

@@ -156,8 +156,11 @@ def scaling(
             from mechscope.experiments.scaling import splits
 
             tok = getattr(m, "tokenizer", None)
-            top_t = max(r["tokens"] for r in rows)
             ws = sorted({r["width"] for r in rows})
+            shared = [t for t in {r["tokens"] for r in rows} if all(any(r["width"] == w and r["tokens"] == t
+                                                                        for r in rows) for w in ws)]
+            top_t = max(shared) if shared else max(r["tokens"] for r in rows)  # every width trained as long
+            summary["splits_tokens"] = top_t
             runs = {r["width"]: r["run"] for r in rows if r["tokens"] == top_t}
             summary["splits"] = [{"small": a, "large": b} | splits(
                 load_dictionary_dir(out / runs[a]), load_dictionary_dir(out / runs[b]), held, ids,
@@ -180,8 +183,8 @@ def scaling(
 def _scaling_figure(rows: list[dict[str, float]], summary: dict[str, object]) -> object:
     from mechscope.viz.report import new_figure
 
-    fig = new_figure(10, 4)
-    ax1, ax2 = fig.subplots(1, 2)
+    fig = new_figure(15, 4)
+    ax1, ax2, ax3 = fig.subplots(1, 3)
     d_in = int(summary["d_in"])  # type: ignore[call-overload]
     for w in sorted({r["width"] for r in rows}):
         pts = sorted((r for r in rows if r["width"] == w), key=lambda r: r["tokens"])
@@ -195,6 +198,15 @@ def _scaling_figure(rows: list[dict[str, float]], summary: dict[str, object]) ->
         ax2.plot([r["width"] for r in pts], [r["dead_fraction"] for r in pts], marker="o", label=f"D={t:,}")
     ax2.set(xscale="log", xlabel="width N (latents)", ylabel="dead fraction (held-out)")
     ax2.legend(fontsize=7)
+    by_w = [r for r in summary.get("by_width", []) if r.get("freq_median")]  # type: ignore[attr-defined]
+    if by_w:
+        ws = [r["width"] for r in by_w]
+        ax3.plot(ws, [r["freq_median"] for r in by_w], marker="o", label="median")
+        ax3.fill_between(ws, [r["freq_p10"] for r in by_w], [r["freq_p90"] for r in by_w], alpha=0.2,
+                         label="10th-90th percentile")
+        ax3.set(xscale="log", yscale="log", xlabel="width N (latents)",
+                ylabel="firing frequency of live latents (longest run)")
+        ax3.legend(fontsize=7)
     return fig
 
 

@@ -8,6 +8,10 @@
   10 and 100 Gb/s (the loopback gloo figure measured here is reported too, but on 2 shared cores it mostly
   measures CPU contention, not a network).
 * **streaming vs store**: the same TopK training fed straight from the model vs from a harvested store.
+* **distributed streaming** (``--streams-only`` runs just these): data-parallel ``dict stream`` (each rank runs
+  every W-th forward pass, rows all-gathered, gradients all-reduced) and hookpoint-parallel streaming (two
+  hooks, each rank trains its hook's dictionary on the all-gathered global batches) at 1 and 2 ranks: tokens/s
+  and bytes sent per token (activation all-gathers + gradient all-reduces, from ``Sync.bytes_sent``).
 
 Ranks are started with ``torch.multiprocessing`` (the library itself never starts processes). The machine has
 2 cores shared with other jobs: expect no speed-up beyond 2 ranks; the point is correctness and overhead.
@@ -46,7 +50,8 @@ def _entry(rank: int, world: int, port: int, job: str, steps: int, out: str) -> 
 
     sync = init_from_env(backend="gloo") if world > 1 else LOCAL
     try:
-        res = (_train if job == "train" else _harvest)(sync, steps, out)
+        res = {"train": _train, "harvest": _harvest, "stream": _stream, "stream_hooks": _stream_hooks}[job](
+            sync, steps, out)
         if sync.is_writer:
             Path(out, "result.json").write_text(json.dumps(res))
     finally:
@@ -130,6 +135,35 @@ def _harvest(sync: Any, rows: int, out: str) -> dict[str, Any]:
     return {"ranks": sync.world_size, "rows": rows, "seconds": wall, "rows_per_s": rows / wall}
 
 
+STREAM_KW: dict[str, Any] = dict(d_sae=2048, options={"k": 32}, batch_size=1024, buffer_rows=8192, progress=False)
+
+
+def _stream(sync: Any, n_tokens: int, out: str) -> dict[str, Any]:
+    from mechscope.experiments.streaming import train_streaming
+
+    src = _source()
+    sync.barrier()
+    t0 = time.perf_counter()
+    train_streaming(src, Path(out) / "s", "topk", n_tokens=n_tokens, sync=sync, **STREAM_KW)
+    wall = time.perf_counter() - t0
+    return {"ranks": sync.world_size, "tokens": n_tokens, "seconds": wall, "tokens_per_s": n_tokens / wall,
+            "bytes_sent_per_token": sync.bytes_sent / n_tokens}
+
+
+def _stream_hooks(sync: Any, n_tokens: int, out: str) -> dict[str, Any]:
+    from mechscope.activations.source import ActivationSource, SourceConfig
+    from mechscope.experiments.streaming import train_hooks_streaming
+
+    src = ActivationSource(_tiny_model(), ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"], _split(200_000),
+                           SourceConfig(seq_len=64, batch_size=16))
+    sync.barrier()
+    t0 = time.perf_counter()
+    train_hooks_streaming(src, Path(out) / "h", "topk", n_tokens=n_tokens, sync=sync, **STREAM_KW)
+    wall = time.perf_counter() - t0
+    return {"ranks": sync.world_size, "hooks": 2, "tokens": n_tokens, "seconds": wall, "tokens_per_s": n_tokens / wall,
+            "bytes_sent_per_token": sync.bytes_sent / n_tokens}
+
+
 def _launch(world: int, job: str, steps: int) -> dict[str, Any]:
     import torch.multiprocessing as mp
 
@@ -145,7 +179,7 @@ def _streaming_vs_store(n_tokens: int) -> dict[str, Any]:
     from mechscope.experiments.dictionaries import train_on_store
     from mechscope.experiments.streaming import train_streaming
 
-    kw: dict[str, Any] = dict(d_sae=2048, options={"k": 32}, batch_size=1024, buffer_rows=8192, progress=False)
+    kw = STREAM_KW
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         train_streaming(_source(), Path(tmp) / "s", "topk", n_tokens=n_tokens, **kw)
@@ -177,6 +211,13 @@ def _project(one: dict[str, Any], bytes_per_step: float) -> list[dict[str, Any]]
 def main() -> None:
     quick = "--quick" in sys.argv
     torch.set_num_threads(1)
+    n_stream = 4096 if quick else 16384
+    streams = {"machine": {"cores": os.cpu_count(), "load_avg_1min": os.getloadavg()[0], "threads_per_rank": 1},
+               "stream_data_parallel": [_launch(w, "stream", n_stream) for w in (1, 2)],
+               "stream_hookpoint_parallel": [_launch(w, "stream_hooks", n_stream) for w in (1, 2)]}
+    if "--streams-only" in sys.argv:
+        print(json.dumps(streams, indent=1))
+        return
     steps, rows = (3, 4096) if quick else (8, 16384)
     train = [_launch(w, "train", steps) for w in (1, 2, 4)]
     harvest = [_launch(w, "harvest", rows) for w in (1, 2, 4)]
@@ -189,7 +230,7 @@ def main() -> None:
                                       for r in train if r["ranks"] > 1],
         "projection": _project(train[0], grad_bytes),
         "streaming_vs_store": _streaming_vs_store(4096 if quick else 16384),
-    }
+    } | {k: v for k, v in streams.items() if k != "machine"}
     print(json.dumps(result, indent=1))
 
 

@@ -162,6 +162,27 @@ class Sync:
         dist.all_gather(parts, t.contiguous())
         return torch.cat(parts)
 
+    def gather_blocks(self, t: Tensor) -> list[Tensor]:
+        """Every rank's ``t`` in rank order; first dims may differ, the rest must match (padded all-gather).
+
+        bfloat16 travels as float32 (exact; not every backend reduces bf16), then comes back as bf16.
+        """
+        if self.world_size == 1:
+            return [t]
+        import torch.distributed as dist
+
+        n = torch.tensor([t.shape[0]], dtype=torch.int64)
+        sizes = [torch.zeros_like(n) for _ in range(self.world_size)]
+        dist.all_gather(sizes, n)
+        most = int(max(int(s) for s in sizes))
+        wire = t.float() if t.dtype == torch.bfloat16 else t
+        pad = torch.zeros((most, *t.shape[1:]), dtype=wire.dtype)
+        pad[:t.shape[0]] = wire
+        parts = [torch.empty_like(pad) for _ in range(self.world_size)]
+        self._count(pad)
+        dist.all_gather(parts, pad)
+        return [p[:int(s)].to(t.dtype) for p, s in zip(parts, sizes)]
+
     def barrier(self) -> None:
         """Wait for every rank."""
         if self.world_size > 1:

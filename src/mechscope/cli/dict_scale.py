@@ -4,6 +4,9 @@
         --arch topk --k 32 --d-sae 4608 --out runs/topk-stream [--spill acts/]
     mechscope dict stream --model smollm2-135m --arch clt --hooks all --k 8 --d-sae 128 --model-dtype bfloat16 \
         --skip --tokens 131072 --batch-size 1024 --buffer-rows 4096 --out runs/clt   # a CLT over every MLP
+
+Under ``torchrun`` the same command deals the forward passes over the ranks (rows all-gathered) and trains
+data parallel; with ``--distribute-hooks`` each rank trains its share of the hooks' dictionaries instead.
 """
 
 from __future__ import annotations
@@ -48,14 +51,17 @@ def stream(
     spill: Path | None = typer.Option(None, "--spill", help="Also write the streamed rows to a new store here."),
     shard_rows: int = typer.Option(65536, "--shard-rows", help="Rows per shard of the --spill store."),
     no_estimate: bool = typer.Option(False, "--no-estimate", help="Skip the size/RAM/speed estimate and its check."),
+    distribute_hooks: bool = typer.Option(False, "--distribute-hooks", help="One dictionary per hook in "
+                                          "OUT/<hook>/; under torchrun each rank trains its share of the hooks."),
+    model_dtype: str = typer.Option("float32", "--model-dtype", help="float32 | bfloat16: run the model in this dtype."),
 ) -> None:
     """Train a dictionary on activations streamed from the model through the mixing buffer (no harvest)."""
     import torch
 
     from mechscope.distributed import init_from_env
-    from mechscope.experiments.dictionaries import clt_hook_names
+    from mechscope.experiments.dictionaries.run import clt_hook_names
     from mechscope.experiments.scale import corpus_source
-    from mechscope.experiments.streaming import train_streaming
+    from mechscope.experiments.streaming import train_hooks_streaming, train_streaming
 
     hook_list = [h.strip() for h in hooks.split(",") if h.strip()]
     options: dict[str, object] = {"k": k, "l1_coefficient": l1, "normalize_activations": normalize, "seed": seed,
@@ -63,11 +69,12 @@ def stream(
     if arch == "crosscoder":
         options["hook_names"] = tuple(hook_list)
     with fail_cleanly():
-        if init_from_env().world_size > 1:
-            raise ConfigError("`dict stream` runs on one process (every rank would redo the forward passes); under "
-                              "torchrun, `dict harvest` then `dict train`")
+        sync = init_from_env()
         if model_dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"--model-dtype must be float32 or bfloat16, got {model_dtype!r}")
+        if distribute_hooks and (arch in ("crosscoder", "transcoder") or spill is not None):
+            raise ConfigError("--distribute-hooks trains one single-hook dictionary per hook: not with --arch "
+                              f"{arch} or --spill")
         if hook_list == ["all"] and arch != "clt":
             raise ConfigError("--hooks all is the CLT preset (every MLP's input and output); use it with --arch clt")
         m = load_model(model).to(getattr(torch, model_dtype))
@@ -76,12 +83,24 @@ def stream(
         src = corpus_source(m, hook_list, corpus=corpus, seq_len=seq_len, batch_size=seq_batch, tokenizer=tokenizer,
                             seed=seed)
         with torch.inference_mode(False):
+            if distribute_hooks:
+                runs = train_hooks_streaming(src, out, arch, n_tokens=tokens, d_sae=d_sae, options=options,
+                                             batch_size=batch_size, steps=steps, lr=lr, buffer_rows=buffer_rows,
+                                             seed=seed, precision=precision, model_name=model, sync=sync,
+                                             progress=sync.is_writer)
+                if sync.is_writer:
+                    typer.echo(json.dumps({"out": str(out), "runs": {h: str(p) for h, p in runs.items()},
+                                           "world_size": sync.world_size}))
+                return
             d = train_streaming(src, out, arch, n_tokens=tokens, d_sae=d_sae, options=options, batch_size=batch_size,
                                 steps=steps, lr=lr, buffer_rows=buffer_rows, seed=seed, precision=precision,
-                                spill=spill, shard_rows=shard_rows, model_name=model, estimate=not no_estimate)
-    typer.echo(json.dumps({"out": str(out / "dictionary"), "arch": d.cfg.architecture, "d_in": d.cfg.d_in,
-                           "d_sae": d.cfg.d_sae, "hook": d.cfg.hook_name, "n_layers": getattr(d.cfg, "n_layers", None),
-                           "spill": None if spill is None else str(spill)}))
+                                spill=spill, shard_rows=shard_rows, model_name=model, estimate=not no_estimate,
+                                sync=sync, progress=sync.is_writer)
+    if sync.is_writer:
+        typer.echo(json.dumps({"out": str(out / "dictionary"), "arch": d.cfg.architecture, "d_in": d.cfg.d_in,
+                               "d_sae": d.cfg.d_sae, "hook": d.cfg.hook_name, "world_size": sync.world_size,
+                               "n_layers": getattr(d.cfg, "n_layers", None),
+                               "spill": None if spill is None else str(spill)}))
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -135,7 +154,9 @@ def scaling(
             st = ActivationStore.open(store)
             h = hook or st.hooks[0]
             d_in = int(st.manifest["hooks"][h][-1])
-            m = load_model(model)
+            # held-out rows from the model in the dtype the store was harvested with (same distribution)
+            dtype = st.manifest["metadata"].get("source", {}).get("metadata", {}).get("model_dtype", "float32")
+            m = load_model(model).to(getattr(torch, dtype if dtype in ("float32", "bfloat16") else "float32"))
             with torch.inference_mode():
                 held, ids = held_out_rows(m, h, corpus=corpus, n_rows=eval_rows)
             held = held.clone()
@@ -148,8 +169,11 @@ def scaling(
             from mechscope.experiments.scaling.run import splits
 
             tok = getattr(m, "tokenizer", None)
-            top_t = max(r["tokens"] for r in rows)
             ws = sorted({r["width"] for r in rows})
+            shared = [t for t in {r["tokens"] for r in rows} if all(any(r["width"] == w and r["tokens"] == t
+                                                                        for r in rows) for w in ws)]
+            top_t = max(shared) if shared else max(r["tokens"] for r in rows)  # every width trained as long
+            summary["splits_tokens"] = top_t
             runs = {r["width"]: r["run"] for r in rows if r["tokens"] == top_t}
             summary["splits"] = [{"small": a, "large": b} | splits(
                 load_dictionary_dir(out / runs[a]), load_dictionary_dir(out / runs[b]), held, ids,
@@ -172,8 +196,8 @@ def scaling(
 def _scaling_figure(rows: list[dict[str, float]], summary: dict[str, object]) -> object:
     from mechscope.viz.report import new_figure
 
-    fig = new_figure(10, 4)
-    ax1, ax2 = fig.subplots(1, 2)
+    fig = new_figure(15, 4)
+    ax1, ax2, ax3 = fig.subplots(1, 3)
     d_in = int(summary["d_in"])  # type: ignore[call-overload]
     for w in sorted({r["width"] for r in rows}):
         pts = sorted((r for r in rows if r["width"] == w), key=lambda r: r["tokens"])
@@ -187,6 +211,15 @@ def _scaling_figure(rows: list[dict[str, float]], summary: dict[str, object]) ->
         ax2.plot([r["width"] for r in pts], [r["dead_fraction"] for r in pts], marker="o", label=f"D={t:,}")
     ax2.set(xscale="log", xlabel="width N (latents)", ylabel="dead fraction (held-out)")
     ax2.legend(fontsize=7)
+    by_w = [r for r in summary.get("by_width", []) if r.get("freq_median")]  # type: ignore[attr-defined]
+    if by_w:
+        ws = [r["width"] for r in by_w]
+        ax3.plot(ws, [r["freq_median"] for r in by_w], marker="o", label="median")
+        ax3.fill_between(ws, [r["freq_p10"] for r in by_w], [r["freq_p90"] for r in by_w], alpha=0.2,
+                         label="10th-90th percentile")
+        ax3.set(xscale="log", yscale="log", xlabel="width N (latents)",
+                ylabel="firing frequency of live latents (longest run)")
+        ax3.legend(fontsize=7)
     return fig
 
 

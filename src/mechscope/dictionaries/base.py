@@ -131,6 +131,9 @@ class TrainContext(NamedTuple):
     """Whether this step's ``TrainOutput.fired`` must be exact counts and ``l0`` exact (the trainer asks
     only on logging steps). When False, fast paths may return ``fired`` as 0/1 (whether each latent fired
     at all: all that dead-latent tracking needs) and ``l0`` as NaN, saving passes over ``[batch d_sae]``."""
+    sync: Any = None
+    """The trainer's ``mechscope.distributed.Sync`` under data parallelism (None for one process): a
+    selection over the whole batch (BatchTopK) must see every rank's share of the global batch."""
 
 
 class TrainOutput(NamedTuple):

@@ -4,12 +4,18 @@ Per-token sparsity may vary while the batch average stays ``k``. Inference canno
 dictionary estimates a single threshold during training, an exponential moving average of the smallest
 activation kept in each batch, and at inference behaves as a JumpReLU with that threshold:
 ``acts = pre * (pre > threshold)``. SAELens saves it the same way (as ``jumprelu``).
+
+Under data parallelism (``TrainContext.sync``) the selection is over the *global* batch: each rank sends its
+own ``k * global_batch`` largest pre-activations (the global winners are among them), every rank finds the
+same global cut-off from the gathered candidates and keeps its entries above it, so the chosen pairs — and
+the running threshold — are those of one process training on the whole batch.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -44,6 +50,20 @@ def batch_topk_relu(pre: Tensor, k: int) -> Tensor:
     return torch.zeros_like(flat).scatter_(0, top.indices, top.values).view_as(pre)
 
 
+@torch.no_grad()
+def global_batch_topk(flat: Tensor, n_keep: int, sync: Any) -> tuple[Tensor, Tensor]:
+    """This rank's share of the ``n_keep`` largest positive entries over every rank's ``flat``.
+
+    Returns ``(indices into flat, every kept value of all ranks)``; one all-gather of ``n_keep`` candidate
+    values per rank (ranks must hold equally many entries). Ties at the cut-off keep every tied entry.
+    """
+    cand = flat.topk(min(n_keep, flat.numel()), sorted=False).values.float()
+    every = sync.gather_rows(cand)
+    cut = every.topk(min(n_keep, every.numel()), sorted=False).values.min()
+    keep = (flat.float() >= cut) & (flat > 0)
+    return keep.nonzero().flatten(), every[(every >= cut) & (every > 0)]
+
+
 @register
 class BatchTopKDictionary(TopKDictionary):
     """Batch-level top-k in training, a learned global threshold at inference."""
@@ -65,11 +85,14 @@ class BatchTopKDictionary(TopKDictionary):
 
     def _select(self, pre: Tensor, ctx: TrainContext) -> tuple[so.SparseCode, Tensor]:
         n = pre.shape[0]
-        top = pre.reshape(-1).topk(min(self.cfg.k * n, pre.numel()), sorted=False)
-        keep = top.values > 0
-        code = so.code_from_flat(top.indices[keep], n, self.cfg.d_sae)
+        if ctx.sync is not None and ctx.sync.world_size > 1:
+            chosen, kept = global_batch_topk(pre.reshape(-1), self.cfg.k * n * ctx.sync.world_size, ctx.sync)
+        else:
+            top = pre.reshape(-1).topk(min(self.cfg.k * n, pre.numel()), sorted=False)
+            chosen, kept = top.indices[top.values > 0], None
+        code = so.code_from_flat(chosen, n, self.cfg.d_sae)
         vals = pre.reshape(-1)[code.rows * self.cfg.d_sae + code.cols]
-        self.update_threshold(vals)
+        self.update_threshold(vals if kept is None else kept)
         return code, vals
 
     @torch.no_grad()
@@ -83,4 +106,4 @@ class BatchTopKDictionary(TopKDictionary):
         self.threshold.copy_(low if first else m * self.threshold + (1 - m) * low)
 
 
-__all__ = ["BatchTopKConfig", "BatchTopKDictionary", "batch_topk_relu"]
+__all__ = ["BatchTopKConfig", "BatchTopKDictionary", "batch_topk_relu", "global_batch_topk"]

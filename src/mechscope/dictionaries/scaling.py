@@ -162,7 +162,22 @@ def scaling_summary(runs: Sequence[dict[str, float]], d_in: int, *, n_boot: int 
         lc = fit_power_law([r["compute"] for r in front], [r["loss"] for r in front])
         wc = fit_power_law([r["compute"] for r in front], [r["width"] for r in front])
         out |= {"loss_vs_compute": asdict(lc), "width_vs_compute": asdict(wc)}
+    out["by_width"] = width_stats(rows)
+    widths = [r["width"] for r in out["by_width"] if r.get("freq_median", 0) > 0]
+    if len(widths) >= 3:
+        out["freq_median_vs_width"] = asdict(fit_power_law(
+            widths, [r["freq_median"] for r in out["by_width"] if r.get("freq_median", 0) > 0]))
     return out
+
+
+def width_stats(runs: Sequence[dict[str, float]]) -> list[dict[str, float]]:
+    """Per width, the longest-trained run's dead fraction and firing-frequency quantiles (when recorded)."""
+    keys = ("tokens", "loss", "dead_fraction", "freq_p10", "freq_median", "freq_p90")
+    best: dict[float, dict[str, float]] = {}
+    for r in runs:
+        if r["width"] not in best or r["tokens"] > best[r["width"]]["tokens"]:
+            best[r["width"]] = r
+    return [{"width": w} | {k: best[w][k] for k in keys if k in best[w]} for w in sorted(best)]
 
 
 # -- feature splitting -----------------------------------------------------------------------------------
@@ -190,4 +205,4 @@ def match_latents(w_small: np.ndarray | Any, w_large: np.ndarray | Any, threshol
 
 
 __all__ = ["PowerLaw", "Surface", "compute_flops", "fit_power_law", "fit_surface", "frontier", "match_latents",
-           "scaling_summary"]
+           "scaling_summary", "width_stats"]

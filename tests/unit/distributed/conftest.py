@@ -24,8 +24,12 @@ def two_rank_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_ranks(2, w.jobs, [
         ("fit", ("topk", str(root / "topk"), 8)),
         ("fit", ("relu", str(root / "relu"), 8)),
+        ("fit", ("batchtopk", str(root / "batchtopk"), 8)),
         ("fit", ("topk", str(root / "resume"), 8, 8, 2)),
         ("harvest", (str(root / "store2"), N_TOKENS, SHARD_ROWS)),
         ("train_hooks", (str(root / "store1"), str(root / "hooks"))),
+        ("stream_fit", (str(root / "stream_dp"),)),
+        ("stream_fit", (str(root / "stream_btk"), "batchtopk")),
+        ("stream_hooks", (str(root / "stream_hooks"),)),
     ])
     return root

@@ -34,6 +34,15 @@ def test_stream_and_estimates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert info["d_sae"] == 32 and (tmp_path / "run" / "dictionary" / "config.json").is_file()
     spilled = ActivationStore.open(tmp_path / "spill")
     assert spilled.complete and spilled.n_rows == 600
+    two = f"{HOOK},blocks.1.hook_resid_post"
+    res = CliRunner().invoke(app, ["dict", "stream", *src, "--hooks", two, "--tokens", "600", *train, "--no-estimate",
+                                   "--distribute-hooks", "--out", str(tmp_path / "per-hook")])
+    assert res.exit_code == 0, res.output
+    assert set(json.loads(res.stdout.strip().splitlines()[-1])["runs"]) == set(two.split(","))
+    assert (tmp_path / "per-hook" / "blocks.1.hook_resid_post" / "dictionary" / "config.json").is_file()
+    res = CliRunner().invoke(app, ["dict", "stream", *src, "--hooks", two, "--tokens", "600", *train, "--no-estimate",
+                                   "--distribute-hooks", "--arch", "crosscoder", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "one single-hook dictionary per hook" in res.output
     res = CliRunner().invoke(app, ["dict", "harvest", *src, "--hooks", HOOK, "--tokens", "300",
                                    "--out", str(tmp_path / "acts")])
     assert res.exit_code == 0 and "estimate [harvest]" in res.stderr, res.output

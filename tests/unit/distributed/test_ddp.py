@@ -33,7 +33,7 @@ def _close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
         assert (a[k] - b[k]).abs().max() <= 1e-6, k
 
 
-@pytest.mark.parametrize("arch", ["topk", "relu"])
+@pytest.mark.parametrize("arch", ["topk", "relu", "batchtopk"])
 def test_two_ranks_equal_one(two_rank_runs: Path, tmp_path: Path, arch: str) -> None:
     ref = _reference(arch, tmp_path / "one")
     got = _weights(two_rank_runs / arch)
@@ -42,6 +42,8 @@ def test_two_ranks_equal_one(two_rank_runs: Path, tmp_path: Path, arch: str) -> 
     # rank 0 alone wrote the metrics, with global token counts
     rows = (two_rank_runs / arch / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 4 and '"tokens": 256' in rows[-1]
+    if arch == "batchtopk":  # the running inference threshold is the global batch's, not a rank's share's
+        assert float(got["threshold"]) > 0 and abs(float(got["threshold"] - ref["threshold"])) <= 1e-6
     if arch == "topk":  # dead latents were tracked over the global batch (aux-k ran identically)
         assert (tmp_path / "one" / "metrics.jsonl").read_text() .count("dead_fraction") == 4
 

@@ -54,3 +54,11 @@ def test_torchrun_harvest_and_train_match_one_process(tmp_path: Path, monkeypatc
     _torchrun([*train, "--activations", str(tmp_path / "acts1"), "--out", str(tmp_path / "t2")], tmp_path)
     a, b = (io.load(tmp_path / t / "dictionary").state_dict() for t in ("t1", "t2"))
     assert all((a[k] - b[k]).abs().max() <= 1e-6 for k in a)
+    stream = ["dict", "stream", *harvest[2:8], "--corpus", str(tmp_path / "c.jsonl"), "--seq-len", "32",
+              "--no-estimate", *train[2:]]
+    one = CliRunner().invoke(app, [*stream, "--out", str(tmp_path / "s1")])
+    assert one.exit_code == 0, one.output
+    info = _torchrun([*stream, "--out", str(tmp_path / "s2")], tmp_path)  # forward passes dealt over 2 ranks
+    assert info["world_size"] == 2
+    a, b = (io.load(tmp_path / t / "dictionary").state_dict() for t in ("s1", "s2"))
+    assert all((a[k] - b[k]).abs().max() <= 1e-6 for k in a)

@@ -23,7 +23,8 @@ def batches(n: int, seed: int = 0) -> list[torch.Tensor]:
 def dictionary(arch: str = "topk") -> Any:
     from mechscope.dictionaries.registry import create, dictionary_class
 
-    kw: dict[str, Any] = {"topk": {"k": 2, "aux_k": 3}, "relu": {"l1_coefficient": 0.3}}[arch]
+    kw: dict[str, Any] = {"topk": {"k": 2, "aux_k": 3}, "batchtopk": {"k": 2, "aux_k": 3},
+                          "relu": {"l1_coefficient": 0.3}}[arch]
     cls = dictionary_class(arch).config_class
     return create(cls(d_in=D_IN, d_sae=D_SAE, seed=3, normalize_activations="expected_norm", **kw))
 
@@ -73,11 +74,29 @@ def token_split() -> Any:
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"]
 
 
-def source() -> Any:
+def source(hooks: list[str] = HOOKS) -> Any:
     from mechscope.activations.source import ActivationSource, SourceConfig
 
-    return ActivationSource(tiny_model(), HOOKS, token_split(),
+    return ActivationSource(tiny_model(), hooks, token_split(),
                             SourceConfig(seq_len=12, batch_size=5, exclude_token_ids=(3,), seed=1))
+
+
+STREAM = {"n_tokens": 320, "d_sae": 16, "options": {"k": 2, "aux_k": 3, "seed": 3}, "batch_size": 16,
+          "buffer_rows": 64, "lr": 1e-2, "progress": False}
+
+
+def stream_fit(sync: Sync, out: str, arch: str = "topk") -> None:
+    """Data-parallel streaming: each rank runs its share of the forward passes (hook 0 only)."""
+    from mechscope.experiments.streaming import train_streaming
+
+    train_streaming(source(HOOKS[:1]), out, arch, sync=sync, **STREAM)  # type: ignore[arg-type]
+
+
+def stream_hooks(sync: Sync, out: str) -> None:
+    """Hookpoint parallel from the model: each rank trains its hooks on the all-gathered global batches."""
+    from mechscope.experiments.streaming import train_hooks_streaming
+
+    train_hooks_streaming(source(), out, "topk", sync=sync, **STREAM)  # type: ignore[arg-type]
 
 
 def harvest(sync: Sync, out: str, n_tokens: int, shard_rows: int, die_on_shard: int | None = None) -> None:

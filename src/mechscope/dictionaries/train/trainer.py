@@ -79,13 +79,23 @@ class Trainer:
 
     def fit(self, data: Iterable[Batch]) -> Dictionary:
         """Train until ``total_steps`` (resuming from ``out_dir`` if it holds a checkpoint)."""
+        for _ in self.fit_steps(data):
+            pass
+        return self.dictionary
+
+    def fit_steps(self, data: Iterable[Batch]) -> Iterator[int]:
+        """``fit`` one step at a time: yields the step count after each optimiser step.
+
+        Lets one loop drive several trainers in lockstep over one stream (hookpoint parallelism fed by the
+        model); the run is finished (final checkpoint and dictionary written) when the generator is exhausted.
+        """
         # data parallel: rank 0 alone writes, so it alone holds the directory lock
         lock = (dir_lock(self.out_dir, "dictionary training") if self.out_dir is not None and self.sync.is_writer
                 else contextlib.nullcontext())
         with lock:
-            return self._fit(data)
+            yield from self._fit(data)
 
-    def _fit(self, data: Iterable[Batch]) -> Dictionary:
+    def _fit(self, data: Iterable[Batch]) -> Iterator[int]:
         from tqdm.auto import tqdm
 
         torch.manual_seed(self.cfg.seed)
@@ -115,6 +125,7 @@ class Trainer:
                 crash_point("dict_trainer.after_step")
                 if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
                     self.save_checkpoint()
+                yield self.step
         finally:
             bar.close()
         if self.out_dir is not None:
@@ -124,13 +135,13 @@ class Trainer:
             if self.sync.is_writer:
                 ckpt.publish_final(self.out_dir, lambda d: io.write_files(self.dictionary, d))
             self.sync.barrier()
-        return self.dictionary
 
     def train_step(self, x: Tensor, target: Tensor) -> TrainOutput:
         """One optimiser step on ``x`` predicting ``target``; returns the step's losses."""
         d, cfg = self.dictionary, self.cfg
         logs = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == cfg.total_steps
-        ctx = TrainContext(cfg.sparsity_scale_at(self.step), self.dead_mask if self.step else None, self.step, logs)
+        ctx = TrainContext(cfg.sparsity_scale_at(self.step), self.dead_mask if self.step else None, self.step, logs,
+                           self.sync if self.sync.world_size > 1 else None)
         with torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16"):
             out = d.training_losses(x, target, ctx)
         out.loss.backward()

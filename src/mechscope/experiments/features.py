@@ -109,3 +109,25 @@ def rule_study(db_path: str, *, dictionaries: tuple[str, ...] = ("sae-l6", "neur
         out[d] = {"n": len(scores), "mean_detection": statistics.mean(det), "mean_fuzzing": statistics.mean(fuzz),
                   "median_detection": statistics.median(det), "median_fuzzing": statistics.median(fuzz)}
     return out
+
+
+def random_directions_like(sae_dir: str, out_dir: str, seed: int = 0) -> str:
+    """A baseline "dictionary" of random unit directions with the same hook, count, k and centring as the TopK SAE
+    in ``sae_dir``: ``W_enc`` / ``W_dec`` are i.i.d. Gaussian directions normalised to unit length, ``b_enc = 0``,
+    ``b_dec`` (the centre subtracted before encoding, ≈ the activations' mean) copied from the SAE. Sparsity-matched
+    on purpose: each token keeps its ``k`` most aligned random directions, as the SAE keeps its ``k`` latents, so
+    the comparison is about the directions, not about how many fire. Saved with the dictionary format; returns
+    its path."""
+    import torch
+
+    from mechscope.dictionaries.io import load, save
+
+    sae = load(sae_dir)
+    g = torch.Generator().manual_seed(seed)
+    dirs = torch.randn(sae.cfg.d_sae, sae.cfg.d_in, generator=g)
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    with torch.no_grad():
+        sae.W_dec.copy_(dirs.to(sae.W_dec.dtype))
+        sae.W_enc.copy_(dirs.T.to(sae.W_enc.dtype))
+        sae.b_enc.zero_()
+    return str(save(sae, out_dir))

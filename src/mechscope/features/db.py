@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mechscope.errors import FeatureDBError
-from mechscope.features.schema import DDL, FTS_DDL, GEOMETRY_DDL, SCHEMA_VERSION, TABLES
+from mechscope.features.schema import DDL, FTS_DDL, GEOMETRY_DDL, SCHEMA_VERSION, TABLES, TRGM_DDL, TRGM_INDEX
 
 _JSON_COLS = ("histogram", "top_logits", "bottom_logits", "neighbours_cosine", "neighbours_coact", "tokens",
               "acts", "config", "stats", "details")
@@ -45,6 +45,9 @@ class FeatureDB:
         self._depth = 0
         self.has_geometry = True  # the optional geometry table exists (checked on open)
         self.fts = False  # an FTS5 index over explanation text is present (SQLite only; see schema.FTS_DDL)
+        self.trgm = False  # a pg_trgm GIN index over LOWER(text) is present (PostgreSQL only; see schema.TRGM_DDL)
+        self.search_index = "none: LIKE scan"
+        """How explanation search runs: ``fts5-trigram``, ``pg_trgm``, or ``none: <why>`` (a LIKE scan)."""
 
     # -- opening -------------------------------------------------------------------------------------
     @classmethod
@@ -115,6 +118,7 @@ class FeatureDB:
                 self.execute("INSERT INTO meta (key, value) VALUES (?, ?)", ("schema_version", str(SCHEMA_VERSION)))
                 self.execute("INSERT INTO meta (key, value) VALUES (?, ?)", ("created_by", "mechscope"))
             self._ensure_fts()
+            self._ensure_trgm()
             return
         row = self.query("SELECT value FROM meta WHERE key = 'schema_version'")
         version = row[0]["value"] if row else None
@@ -128,8 +132,10 @@ class FeatureDB:
             self.has_geometry = True
         if "explanations_fts" in tables:
             self.fts = self.backend == "sqlite"
+            self.search_index = "fts5-trigram" if self.fts else self.search_index
         elif not self.read_only:
             self._ensure_fts()
+        self._ensure_trgm()
 
     def _ensure_fts(self) -> None:
         """Create (and fill from ``explanations``) the optional FTS5 index; skipped where FTS5 is unavailable."""
@@ -140,9 +146,38 @@ class FeatureDB:
                 for stmt in FTS_DDL:
                     self.execute(stmt)
                 self.execute("INSERT INTO explanations_fts(explanations_fts) VALUES ('rebuild')")
-        except sqlite3.OperationalError:  # a SQLite built without FTS5 / trigram: search falls back to LIKE
+        except sqlite3.OperationalError as e:  # a SQLite built without FTS5 / trigram: search falls back to LIKE
+            self.search_index = f"none: this SQLite has no FTS5 trigram tokenizer ({e}); LIKE scan"
             return
         self.fts = True
+        self.search_index = "fts5-trigram"
+
+    def _ensure_trgm(self) -> None:
+        """On PostgreSQL: find (or, writable, create) the pg_trgm GIN index that serves ``LOWER(text) LIKE
+        '%q%'``. Where the extension is not installed or this role may not create it, search stays a LIKE scan
+        (same results, slower) and ``search_index`` says why."""
+        if self.backend != "postgresql":
+            return
+        import psycopg
+
+        if not self._has_trgm_index() and not self.read_only:
+            try:
+                for stmt in TRGM_DDL:
+                    self.execute(stmt)
+            except psycopg.Error as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                self.search_index = (f"none: pg_trgm is not available here ({first}); LIKE scan. A superuser or the "
+                                     "database owner can run CREATE EXTENSION pg_trgm; then reopen it writable")
+                return
+        self.trgm = self._has_trgm_index()
+        if self.trgm:
+            self.search_index = "pg_trgm"
+        elif self.read_only:
+            self.search_index = "none: no pg_trgm index (opened read-only; a writable open creates it); LIKE scan"
+
+    def _has_trgm_index(self) -> bool:
+        return bool(self.query("SELECT 1 AS ok FROM pg_indexes WHERE schemaname = current_schema() AND indexname = ?",
+                               (TRGM_INDEX,)))
 
     def close(self) -> None:
         """Close the connection."""
@@ -269,7 +304,9 @@ class FeatureDB:
         ``feature`` (id). Scores and matches are aggregated once per query (not per feature row), and the
         explanation text is fetched only for the rows returned. On SQLite with the FTS5 trigram index
         (``use_index`` and ``q`` of >= 3 characters) the index picks the candidate explanations and the same
-        ``LIKE`` test confirms them, so the result equals the plain ``LIKE`` scan's.
+        ``LIKE`` test confirms them, so the result equals the plain ``LIKE`` scan's. On PostgreSQL with the
+        pg_trgm GIN index on ``LOWER(text)`` the same ``LIKE`` predicate is answered from the index by the planner
+        (``use_index=False`` hides the expression from it, for comparison).
         """
         order = {"density": "f.density DESC, f.dictionary, f.feature", "feature": "f.dictionary, f.feature",
                  "score": "COALESCE(s.score, -1.0) DESC, f.dictionary, f.feature"}
@@ -277,7 +314,8 @@ class FeatureDB:
             raise FeatureDBError(f"sort must be one of {', '.join(order)}, got {sort!r}")
         indexed = bool(q) and use_index and self.fts and len(q) >= 3
         candidates = "rowid IN (SELECT rowid FROM explanations_fts WHERE explanations_fts MATCH ?) AND " if indexed else ""
-        hits = (f"JOIN (SELECT DISTINCT dictionary, feature FROM explanations WHERE {candidates}LOWER(text) LIKE ? "
+        lowered = "LOWER(text)" if use_index or self.backend != "postgresql" else "LOWER(text || '')"
+        hits = (f"JOIN (SELECT DISTINCT dictionary, feature FROM explanations WHERE {candidates}{lowered} LIKE ? "
                 "ESCAPE '!') h ON h.dictionary = f.dictionary AND h.feature = f.feature " if q else "")
         sql = ("SELECT f.dictionary, f.feature, f.density, f.mean_act, f.max_act, s.score FROM features f "
                f"{hits}LEFT JOIN (SELECT dictionary, feature, MAX(value) AS score FROM scores GROUP BY dictionary, "

@@ -78,4 +78,13 @@ FTS_DDL = [
     "INSERT INTO explanations_fts(rowid, text) VALUES (new.rowid, new.text); END",
 ]
 
+# PostgreSQL only, optional (used when the pg_trgm extension is installed or this role may create it — it is a
+# trusted extension since PostgreSQL 13): a trigram GIN index on the lowered explanation text, which the planner
+# uses for the search's ``LOWER(text) LIKE '%q%'`` itself. Without it, the same query is a sequential scan.
+TRGM_INDEX = "explanations_trgm"
+TRGM_DDL = [
+    "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+    f"CREATE INDEX IF NOT EXISTS {TRGM_INDEX} ON explanations USING gin (LOWER(text) gin_trgm_ops)",
+]
+
 TABLES = ("meta", "models", "dictionaries", "runs", "features", "examples", "explanations", "scores", "geometry")

@@ -145,7 +145,7 @@ def create_app(db_path: str | Path, *, model: Any = None, model_loader: Callable
     async def index(q: str = "", sort: str = "density", dictionary: str = "", limit: int = 100) -> str:
         db = state.db()
         return pages.browser(db.search(q, dictionary=dictionary, sort=sort, limit=clamp_limit(limit)),
-                             db.dictionaries(), q, sort, dictionary)
+                             db.dictionaries(), q, sort, dictionary, search_index=db.search_index)
 
     @app.get("/api/features")
     async def api_features(q: str = "", limit: int = 50, sort: str = "density", dictionary: str = "",

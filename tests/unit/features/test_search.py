@@ -35,7 +35,7 @@ def db(tmp_path):
 
 
 def test_index_path_equals_like_scan(db):
-    assert db.fts
+    assert db.fts and db.search_index == "fts5-trigram"
     for q in QUERIES:
         for sort in ("density", "score", "feature"):
             indexed = db.search(q, sort=sort, limit=1000)
@@ -62,7 +62,7 @@ def test_database_without_index_uses_like(tmp_path, db):
         raw.executescript("DROP TRIGGER explanations_fts_ai; DROP TRIGGER explanations_fts_ad; "
                           "DROP TRIGGER explanations_fts_au; DROP TABLE explanations_fts;")
     ro = FeatureDB.open(path, read_only=True)
-    assert not ro.fts and ro.search("object", limit=1000) == expected
+    assert not ro.fts and ro.search_index.startswith("none") and ro.search("object", limit=1000) == expected
     ro.close()
     rw = FeatureDB.open(path)  # opened writable: the index is created and filled from the table
     assert rw.fts and rw.search("object", limit=1000) == expected

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import statistics
+from pathlib import Path
 from typing import Any
 
 from mechscope.features.autointerp.clients import ChatClient
@@ -131,3 +132,26 @@ def random_directions_like(sae_dir: str, out_dir: str, seed: int = 0) -> str:
         sae.W_enc.copy_(dirs.T.to(sae.W_enc.dtype))
         sae.b_enc.zero_()
     return str(save(sae, out_dir))
+
+
+def page_screenshots(db_path: str, runs: list[str | Path], out_dir: str, shots: dict[str, tuple[str, list[str]]],
+                     *,
+                     width: int = 1280, height: int = 1000, full_page: bool = False) -> list[str]:
+    """Screenshots of any pages of a real ``mechscope serve`` app (``--runs`` = ``runs``) in Chromium: for each
+    ``name: (path, selectors)``, open ``path``, click each selector in turn, and save ``out_dir/name.png``
+    (the geometry, run and attribution-graph pictures of ``docs/features.md``)."""
+    from mechscope.web.app import create_app
+    from mechscope.web.screenshots import browser_page
+    from mechscope.web.server import serving
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    with serving(create_app(db_path, runs=runs)) as url, browser_page(width, height) as page:
+        for name, (path, clicks) in shots.items():
+            page.goto(url + path, wait_until="networkidle")
+            for sel in clicks:
+                page.click(sel)
+            page.screenshot(path=str(out / f"{name}.png"), full_page=full_page)
+            written.append(str(out / f"{name}.png"))
+    return written

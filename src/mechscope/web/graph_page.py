@@ -188,8 +188,9 @@ def graph_svg(graph: dict[str, Any], drawn: list[int], labels: Labels) -> str:
         s, t, w = index[edges[e]["source"]], index[edges[e]["target"]], edges[e]["weight"]
         (x1, y1), (x2, y2) = xy[s], xy[t]
         colour = "#2166ac" if w >= 0 else "#b2182b"
+        rel = math.sqrt(abs(w) / top_w)  # weak edges thin and faint, strong ones wide and dark
         out.append(f'<line class="edge" data-e="{e}" x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" '
-                   f'stroke="{colour}" stroke-width="{1.2 + 5 * math.sqrt(abs(w) / top_w):.2f}"/>')
+                   f'stroke="{colour}" stroke-width="{1.2 + 5 * rel:.2f}" stroke-opacity="{0.06 + 0.7 * rel:.2f}"/>')
     for i, n in enumerate(nodes):
         x, y = xy[i]
         kind = _kind(n["id"])
@@ -276,10 +277,10 @@ document.querySelectorAll('#graph [data-n]').forEach(c => c.addEventListener('cl
 document.querySelectorAll('#graph [data-e]').forEach(l => l.addEventListener('click', () => showEdge(+l.dataset.e)));
 </script>"""
 
-STYLE = ("<style>#graph .edge{stroke-opacity:.35;cursor:pointer}#graph .edge:hover,#graph .edge.sel{stroke-opacity:1}"
+STYLE = ("<style>main{max-width:none}#graph .edge{cursor:pointer}#graph .edge:hover,#graph .edge.sel{stroke-opacity:1}"
          "#graph .node{cursor:pointer;stroke:#fff;stroke-width:1}#graph .node.sel{stroke:#000;stroke-width:2}"
-         ".gwrap{display:flex;gap:16px;align-items:flex-start}.gwrap>div:first-child{overflow:auto;max-width:70vw}"
-         "#details{min-width:320px;max-width:480px}#details h2{word-break:break-all}.edges a{font-family:monospace}"
+         ".gwrap{display:flex;gap:16px;align-items:flex-start}.gwrap>div:first-child{overflow:auto;max-width:75vw}"
+         "#details{min-width:300px;max-width:380px}#details h2{word-break:break-all}.edges a{font-family:monospace}"
          "</style>")
 
 
@@ -290,14 +291,15 @@ def graph_body(graph: dict[str, Any], name: str, labels: Labels) -> tuple[str, s
     scores = "".join(f"<tr><td>{esc(k)}</td><td class=num>{v:.4f}</td></tr>" for k, v in graph["scores"].items())
     logits = ", ".join(f"{esc(t['token'])} {t['probability']:.3f}" for t in graph["top_logits"][:10])
     n_feat = sum(_kind(n["id"]) == "feature" for n in graph["nodes"])
+    n_labelled = sum(bool(text) for text, _ in labels.values())
     omitted = len(edges) - len(drawn)
     data = {"nodes": graph["nodes"], "edges": edges, "tokens": graph["tokens"], "qk_edges": graph["qk_edges"],
             "qk_main_edge": graph["qk_main_edge"], "labels": {k: list(v) for k, v in labels.items()}}
     body = (f"{STYLE}<h1>Attribution graph: {esc(name)}</h1>"
             f'<p id="prompt" class="ex">{esc("".join(graph["tokens"]))}</p>'
             f"<table id=scores>{scores}<tr><td>kept nodes / edges</td><td class=num>{len(graph['nodes'])} / "
-            f"{len(edges)}</td></tr><tr><td>feature nodes (labelled)</td><td class=num>{n_feat} "
-            f"({len(labels)})</td></tr><tr><td>top logits</td><td>{logits}</td></tr></table>"
+            f"{len(edges)}</td></tr><tr><td>feature nodes (with an explanation)</td><td class=num>{n_feat} "
+            f"({n_labelled})</td></tr><tr><td>top logits</td><td>{logits}</td></tr></table>"
             '<p class="muted">Rows: layers (tokens at the bottom, logits at the top); columns: positions. Orange: '
             "transcoder features, grey squares: error nodes, green: tokens, purple: logits. Edge width grows with "
             "|direct effect|, blue positive, red negative. Click a node for its details and edges, an edge for its "

@@ -26,6 +26,8 @@ MAX_EDGES = 200_000
 DRAWN_EDGES = 4_000
 """At most this many edges (the strongest by |weight|) are drawn; the rest are listed as omitted."""
 MAX_BYTES = 50_000_000
+MAX_TOKENS = 4_096
+MAX_LAYERS = 1_000
 
 Labels = dict[str, tuple[str, str]]
 """node id -> (label text, href of its feature page)."""
@@ -67,7 +69,7 @@ def graph_result(path: Path) -> dict[str, Any] | None:
     if not isinstance(d, dict) or not isinstance(d.get("nodes"), list) or not isinstance(d.get("edges"), list):
         return None
     tokens = d.get("tokens")
-    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+    if not isinstance(tokens, list) or not 0 < len(tokens) <= MAX_TOKENS or not all(isinstance(t, str) for t in tokens):
         return None
     if len(d["nodes"]) > MAX_NODES or len(d["edges"]) > MAX_EDGES:
         return None
@@ -75,6 +77,8 @@ def graph_result(path: Path) -> dict[str, Any] | None:
     for n in d["nodes"]:
         if not (isinstance(n, dict) and isinstance(n.get("id"), str) and _int(n.get("layer")) and _int(n.get("pos"))
                 and _num(n.get("influence", 0.0))):
+            return None
+        if not (0 <= n["pos"] < len(tokens) and -1 <= n["layer"] <= MAX_LAYERS):  # the picture's size follows these
             return None
         row: dict[str, Any] = {"id": n["id"], "layer": int(n["layer"]), "pos": int(n["pos"]),
                                "influence": float(n.get("influence", 0.0))}
@@ -147,7 +151,7 @@ def graph_svg(graph: dict[str, Any], drawn: list[int], labels: Labels) -> str:
     """The SVG: a row per layer that has kept nodes (tokens at the bottom, logits at the top), a column per
     position; every node carries ``data-n`` and every drawn edge ``data-e`` (indices into the page's data)."""
     nodes, edges, tokens = graph["nodes"], graph["edges"], graph["tokens"]
-    n_pos = max([len(tokens), *[n["pos"] + 1 for n in nodes]])
+    n_pos = len(tokens)
     layers = sorted({n["layer"] for n in nodes}, reverse=True)
     cells: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i, n in enumerate(nodes):

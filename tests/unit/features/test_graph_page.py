@@ -145,6 +145,8 @@ def test_malformed_graph_files_are_not_recognised(graph_site, tmp_path):
         dict(saved, nodes=[dict(saved["nodes"][0], layer=True), *saved["nodes"][1:]]),
         dict(saved, nodes=[*saved["nodes"], saved["nodes"][0]]),  # duplicate id
         dict(saved, tokens=[1, 2]),
+        dict(saved, nodes=[dict(saved["nodes"][0], pos=10**9), *saved["nodes"][1:]]),  # would size the picture
+        dict(saved, tokens=["x"] * 5000),
         "[]",
     ]
     for case in cases:

@@ -155,3 +155,22 @@ def page_screenshots(db_path: str, runs: list[str | Path], out_dir: str, shots: 
             page.screenshot(path=str(out / f"{name}.png"), full_page=full_page)
             written.append(str(out / f"{name}.png"))
     return written
+
+
+def topk_neurons(hook: str, width: int, k: int, out_dir: str, model_name: str = "smollm2-135m") -> str:
+    """The neurons of ``hook`` made as sparse as a TopK SAE: a TopK "dictionary" with identity encoder and decoder
+    (``W_enc = W_dec = I``, no biases), so each token keeps its ``k`` largest neurons and the rest read 0 — the
+    density-matched neuron baseline for the latents-vs-neurons comparison. Saved in the dictionary format."""
+    import torch
+
+    from mechscope.dictionaries.io import save
+    from mechscope.dictionaries.registry import create
+    from mechscope.dictionaries.topk import TopKConfig
+
+    d = create(TopKConfig(d_in=width, d_sae=width, k=k, hook_name=hook, model_name=model_name))
+    with torch.no_grad():
+        d.W_enc.copy_(torch.eye(width))
+        d.W_dec.copy_(torch.eye(width))
+        d.b_enc.zero_()
+        d.b_dec.zero_()
+    return str(save(d, out_dir))

@@ -33,15 +33,19 @@ def graph(
     budget: float = typer.Option(4096.0, "--memory-budget-mb", help="Refuse prompts whose graph would not fit."),
     batch_size: int = typer.Option(64, "--batch-size", help="Target rows per backward batch."),
     qk: bool = typer.Option(True, "--qk/--no-qk", help="QK attribution of the main attention edge."),
+    qk_edges: int = typer.Option(8, "--qk-edges", help="Also store the QK attribution of this many strongest "
+                                 "cross-position edges in graph.json (the web app shows it on click)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Attribution graph of one prompt through the local replacement model."""
     with fail_cleanly():
         import torch
 
+        from mechscope.attribution.codes import layer_codes
         from mechscope.attribution.export import graph_json, load_transcoder_set
         from mechscope.attribution.graph import build_graph, check_budget, prune
         from mechscope.attribution.qk import main_attention_edge, qk_attribution
+        from mechscope.attribution.qk_edges import qk_edges_json
         from mechscope.attribution.svg import graph_svg, write_svg
         from mechscope.cli.common import load_model
         from mechscope.dictionaries.io import atomic_write_json
@@ -61,6 +65,9 @@ def graph(
             edge = main_attention_edge(m, tokens, g, pg)
             if edge is not None:
                 data["qk_main_edge"] = qk_attribution(m, tokens, tset, *edge).to_json()
+            data["qk_edges"] = qk_edges_json(m, tokens, tset, g, pg, qk_edges)
+        # which hook each layer's features read: the web app labels them from a feature set harvested there
+        data["read_hooks"] = {str(lc.layer): lc.read_hook for lc in layer_codes(m, tset)}
         data["wall_seconds"] = time.perf_counter() - t0
         data["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if out is not None:

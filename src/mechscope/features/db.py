@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from mechscope.errors import FeatureDBError
-from mechscope.features.schema import DDL, FTS_DDL, GEOMETRY_DDL, SCHEMA_VERSION, TABLES
+from mechscope.features.schema import (
+    DDL,
+    DENSITY_DDL,
+    FTS_DDL,
+    GEOMETRY_DDL,
+    SCHEMA_VERSION,
+    TABLES,
+    TRGM_DDL,
+    TRGM_INDEX,
+)
 
 _JSON_COLS = ("histogram", "top_logits", "bottom_logits", "neighbours_cosine", "neighbours_coact", "tokens",
               "acts", "config", "stats", "details")
@@ -45,6 +54,9 @@ class FeatureDB:
         self._depth = 0
         self.has_geometry = True  # the optional geometry table exists (checked on open)
         self.fts = False  # an FTS5 index over explanation text is present (SQLite only; see schema.FTS_DDL)
+        self.trgm = False  # a pg_trgm GIN index over LOWER(text) is present (PostgreSQL only; see schema.TRGM_DDL)
+        self.search_index = "none: LIKE scan"
+        """How explanation search runs: ``fts5-trigram``, ``pg_trgm``, or ``none: <why>`` (a LIKE scan)."""
 
     # -- opening -------------------------------------------------------------------------------------
     @classmethod
@@ -115,6 +127,7 @@ class FeatureDB:
                 self.execute("INSERT INTO meta (key, value) VALUES (?, ?)", ("schema_version", str(SCHEMA_VERSION)))
                 self.execute("INSERT INTO meta (key, value) VALUES (?, ?)", ("created_by", "mechscope"))
             self._ensure_fts()
+            self._ensure_trgm()
             return
         row = self.query("SELECT value FROM meta WHERE key = 'schema_version'")
         version = row[0]["value"] if row else None
@@ -126,10 +139,14 @@ class FeatureDB:
         if not self.has_geometry and not self.read_only:
             self.execute(GEOMETRY_DDL)
             self.has_geometry = True
+        if not self.read_only:
+            self.execute(DENSITY_DDL)
         if "explanations_fts" in tables:
             self.fts = self.backend == "sqlite"
+            self.search_index = "fts5-trigram" if self.fts else self.search_index
         elif not self.read_only:
             self._ensure_fts()
+        self._ensure_trgm()
 
     def _ensure_fts(self) -> None:
         """Create (and fill from ``explanations``) the optional FTS5 index; skipped where FTS5 is unavailable."""
@@ -140,9 +157,38 @@ class FeatureDB:
                 for stmt in FTS_DDL:
                     self.execute(stmt)
                 self.execute("INSERT INTO explanations_fts(explanations_fts) VALUES ('rebuild')")
-        except sqlite3.OperationalError:  # a SQLite built without FTS5 / trigram: search falls back to LIKE
+        except sqlite3.OperationalError as e:  # a SQLite built without FTS5 / trigram: search falls back to LIKE
+            self.search_index = f"none: this SQLite has no FTS5 trigram tokenizer ({e}); LIKE scan"
             return
         self.fts = True
+        self.search_index = "fts5-trigram"
+
+    def _ensure_trgm(self) -> None:
+        """On PostgreSQL: find (or, writable, create) the pg_trgm GIN index that serves ``LOWER(text) LIKE
+        '%q%'``. Where the extension is not installed or this role may not create it, search stays a LIKE scan
+        (same results, slower) and ``search_index`` says why."""
+        if self.backend != "postgresql":
+            return
+        import psycopg
+
+        if not self._has_trgm_index() and not self.read_only:
+            try:
+                for stmt in TRGM_DDL:
+                    self.execute(stmt)
+            except psycopg.Error as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                self.search_index = (f"none: pg_trgm is not available here ({first}); LIKE scan. A superuser or the "
+                                     "database owner can run CREATE EXTENSION pg_trgm; then reopen it writable")
+                return
+        self.trgm = self._has_trgm_index()
+        if self.trgm:
+            self.search_index = "pg_trgm"
+        elif self.read_only:
+            self.search_index = "none: no pg_trgm index (opened read-only; a writable open creates it); LIKE scan"
+
+    def _has_trgm_index(self) -> bool:
+        return bool(self.query("SELECT 1 AS ok FROM pg_indexes WHERE schemaname = current_schema() AND indexname = ?",
+                               (TRGM_INDEX,)))
 
     def close(self) -> None:
         """Close the connection."""
@@ -266,33 +312,47 @@ class FeatureDB:
         """Features whose explanation contains ``q`` (case-insensitive; all when empty), sorted by ``sort``.
 
         ``sort``: ``density`` (highest first), ``score`` (best explanation score first, unscored last),
-        ``feature`` (id). Scores and matches are aggregated once per query (not per feature row), and the
-        explanation text is fetched only for the rows returned. On SQLite with the FTS5 trigram index
+        ``feature`` (id). One statement: the page of keys is chosen from indexes, and the feature rows, best
+        scores and newest explanations are read for the returned rows only. On SQLite with the FTS5 trigram index
         (``use_index`` and ``q`` of >= 3 characters) the index picks the candidate explanations and the same
-        ``LIKE`` test confirms them, so the result equals the plain ``LIKE`` scan's.
+        ``LIKE`` test confirms them, so the result equals the plain ``LIKE`` scan's. On PostgreSQL with the
+        pg_trgm GIN index on ``LOWER(text)`` the same ``LIKE`` predicate is answered from the index by the planner
+        (``use_index=False`` hides the expression from it, for comparison).
         """
-        order = {"density": "f.density DESC, f.dictionary, f.feature", "feature": "f.dictionary, f.feature",
-                 "score": "COALESCE(s.score, -1.0) DESC, f.dictionary, f.feature"}
-        if sort not in order:
-            raise FeatureDBError(f"sort must be one of {', '.join(order)}, got {sort!r}")
+        inner = {"density": "f.density DESC, f.dictionary, f.feature", "feature": "f.dictionary, f.feature",
+                 "score": "COALESCE({score}, -1.0) DESC, f.dictionary, f.feature"}
+        if sort not in inner:
+            raise FeatureDBError(f"sort must be one of {', '.join(inner)}, got {sort!r}")
         indexed = bool(q) and use_index and self.fts and len(q) >= 3
         candidates = "rowid IN (SELECT rowid FROM explanations_fts WHERE explanations_fts MATCH ?) AND " if indexed else ""
-        hits = (f"JOIN (SELECT DISTINCT dictionary, feature FROM explanations WHERE {candidates}LOWER(text) LIKE ? "
+        lowered = "LOWER(text)" if use_index or self.backend != "postgresql" else "LOWER(text || '')"
+        hits = (f"JOIN (SELECT DISTINCT dictionary, feature FROM explanations WHERE {candidates}{lowered} LIKE ? "
                 "ESCAPE '!') h ON h.dictionary = f.dictionary AND h.feature = f.feature " if q else "")
-        sql = ("SELECT f.dictionary, f.feature, f.density, f.mean_act, f.max_act, s.score FROM features f "
-               f"{hits}LEFT JOIN (SELECT dictionary, feature, MAX(value) AS score FROM scores GROUP BY dictionary, "
-               "feature) s ON s.dictionary = f.dictionary AND s.feature = f.feature WHERE (? = '' OR f.dictionary = ?) "
-               f"ORDER BY {order[sort]} LIMIT ? OFFSET ?")
+        best = "(SELECT MAX(value) FROM scores s WHERE s.dictionary = {t}.dictionary AND s.feature = {t}.feature)"
+        # The page of (dictionary, feature) keys is chosen from indexes only (features_by_density_all covers the
+        # density order, the primary key the id order); the wide feature rows, the best score and the newest
+        # explanation are then read for the returned rows alone. Sorting by score over everything aggregates the
+        # scores once; over a search's hits it looks each one up.
+        score, join = "", ""
+        if sort == "score" and q:
+            score = best.format(t="f")
+        elif sort == "score":
+            score, join = "s.score", ("LEFT JOIN (SELECT dictionary, feature, MAX(value) AS score FROM scores GROUP BY "
+                                      "dictionary, feature) s ON s.dictionary = f.dictionary AND s.feature = f.feature ")
+        keys = (f"SELECT f.dictionary, f.feature{f', {score} AS score' if score else ''} FROM features f {hits}{join}"
+                f"WHERE (? = '' OR f.dictionary = ?) ORDER BY {inner[sort].format(score=score)} LIMIT ? OFFSET ?")
+        outer = {"density": "x.density DESC, p.dictionary, p.feature", "feature": "p.dictionary, p.feature",
+                 "score": "COALESCE(p.score, -1.0) DESC, p.dictionary, p.feature"}
+        sql = (f"SELECT p.dictionary, p.feature, x.density, x.mean_act, x.max_act, "
+               f"{'p.score' if score else best.format(t='p')} AS score, (SELECT text FROM explanations e WHERE "
+               "e.dictionary = p.dictionary AND e.feature = p.feature ORDER BY e.created_at DESC, e.explainer LIMIT 1) "
+               f"AS explanation FROM ({keys}) p JOIN features x ON x.dictionary = p.dictionary AND x.feature = "
+               f"p.feature ORDER BY {outer[sort]}")
         pattern = q.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_")  # match q literally
         phrase = '"' + q.replace('"', '""') + '"'  # an FTS5 string: matched as a substring by the trigram index
         params: tuple[Any, ...] = (((phrase,) if indexed else ()) + ((f"%{pattern}%",) if q else ())
                                    + (dictionary, dictionary, int(limit), int(offset)))
-        rows = self.query(sql, params)
-        for r in rows:
-            text = self.query("SELECT text FROM explanations WHERE dictionary = ? AND feature = ? ORDER BY "
-                              "created_at DESC, explainer LIMIT 1", (r["dictionary"], r["feature"]))
-            r["explanation"] = text[0]["text"] if text else None
-        return rows
+        return self.query(sql, params)
 
     def geometry(self, dictionary: str) -> list[dict[str, Any]]:
         """The stored 2-D map of a feature set (``feature, x, y, cluster, method`` rows by id; [] if none)."""

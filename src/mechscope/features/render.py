@@ -51,18 +51,30 @@ def show_token(tok: str) -> str:
     return tok.translate(_VISIBLE).translate(_ESCAPES)
 
 
+_SHOW = str.maketrans({"\n": "↵", "\t": "⇥", "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"})
+
+
+def _show_all(tokens: list[str]) -> list[str]:
+    """``show_token`` of every token with one ``translate`` (tokens joined by NUL, which no escape touches)."""
+    parts = "\0".join(tokens).translate(_SHOW).split("\0")
+    return parts if len(parts) == len(tokens) else [show_token(t) for t in tokens]  # a token held a NUL
+
+
 def example_html(ex: dict[str, Any], scale: float) -> str:
     """One example window: every token shaded by this feature's activation on it (title = the value)."""
-    parts = []
-    focus = ex["focus"]
-    for j, (tok, a) in enumerate(zip(ex["tokens"], ex["acts"], strict=True)):
+    tokens, acts, focus = ex["tokens"], ex["acts"], ex["focus"]
+    if len(tokens) != len(acts):
+        raise ValueError(f"an example has {len(tokens)} tokens but {len(acts)} activations")
+    parts = _show_all(tokens)
+    inv = 1.0 / scale if scale > 0 else 0.0
+    for j, a in enumerate(acts):
         if a <= 0 and j != focus:  # most tokens of a window: plain text, no markup
-            parts.append(show_token(tok))
             continue
-        alpha = 0.0 if scale <= 0 else max(0.0, min(1.0, a / scale))
-        cls = "tok focus" if j == focus else "tok"
-        style = f' style="background:rgba(255,120,0,{alpha:.2f})"' if alpha > 0 else ""
-        parts.append(f'<span class="{cls}" title="{a:.3f}"{style}>{show_token(tok)}</span>')
+        alpha = a * inv
+        alpha = 1.0 if alpha > 1.0 else alpha
+        span = '<span class="tok focus"' if j == focus else '<span class="tok"'
+        parts[j] = (f'{span} title="{a:.3f}" style="background:rgba(255,120,0,{alpha:.2f})">{parts[j]}</span>'
+                    if alpha > 0 else f'{span} title="{a:.3f}">{parts[j]}</span>')
     return f'<div class="ex"><span class="muted">{_fmt(ex["activation"], 3)}</span>  {"".join(parts)}</div>'
 
 

@@ -20,6 +20,9 @@ Tables (keys in brackets; JSON columns are TEXT):
   ``cluster`` and the map's ``method`` (``features/geometry.py``). Added after the first release of version 1
   without a version bump: it is created on opening a writable database, and readers treat it as optional.
 
+Index ``features_by_density_all (density DESC, dictionary, feature)`` (added later, also without a bump, created on a
+writable open) lets the browser's density order read a page of keys from the index instead of every wide feature row.
+
 Identifiers are natural keys (no auto-increment, whose syntax differs between the two databases); upserts use
 ``INSERT ... ON CONFLICT ... DO UPDATE``, also common to both. A database whose ``schema_version`` differs
 from :data:`SCHEMA_VERSION` is refused with ``FeatureDBError``.
@@ -45,6 +48,7 @@ DDL = [
         n_fired BIGINT NOT NULL, histogram TEXT NOT NULL, top_logits TEXT, bottom_logits TEXT,
         neighbours_cosine TEXT, neighbours_coact TEXT, PRIMARY KEY (dictionary, feature))""",
     "CREATE INDEX IF NOT EXISTS features_by_density ON features (dictionary, density)",
+    DENSITY_DDL := "CREATE INDEX IF NOT EXISTS features_by_density_all ON features (density DESC, dictionary, feature)",
     """CREATE TABLE IF NOT EXISTS examples (
         dictionary TEXT NOT NULL, feature INTEGER NOT NULL, kind TEXT NOT NULL, ordinal INTEGER NOT NULL,
         quantile INTEGER, activation DOUBLE PRECISION NOT NULL, token_index BIGINT NOT NULL,
@@ -76,6 +80,15 @@ FTS_DDL = [
     "CREATE TRIGGER IF NOT EXISTS explanations_fts_au AFTER UPDATE ON explanations BEGIN "
     "INSERT INTO explanations_fts(explanations_fts, rowid, text) VALUES ('delete', old.rowid, old.text); "
     "INSERT INTO explanations_fts(rowid, text) VALUES (new.rowid, new.text); END",
+]
+
+# PostgreSQL only, optional (used when the pg_trgm extension is installed or this role may create it — it is a
+# trusted extension since PostgreSQL 13): a trigram GIN index on the lowered explanation text, which the planner
+# uses for the search's ``LOWER(text) LIKE '%q%'`` itself. Without it, the same query is a sequential scan.
+TRGM_INDEX = "explanations_trgm"
+TRGM_DDL = [
+    "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+    f"CREATE INDEX IF NOT EXISTS {TRGM_INDEX} ON explanations USING gin (LOWER(text) gin_trgm_ops)",
 ]
 
 TABLES = ("meta", "models", "dictionaries", "runs", "features", "examples", "explanations", "scores", "geometry")

@@ -2,7 +2,7 @@
 
 * ``/`` feature browser (search explanation text, sort by density / score), ``/features/{dictionary}/{id}``
   feature pages, ``/prompt`` prompt explorer, ``/steer`` steering playground, ``/runs/...`` files of the
-  named run directories, ``/static/...`` the app's own static folder;
+  named run directories (patching heatmaps, circuits, interactive attribution graphs), ``/static/...`` the app's own static folder;
 * JSON: ``/api/features?q=&limit=&sort=&dictionary=``, ``/api/features/{dictionary}/{id}``, ``/api/dictionaries``,
   ``POST /api/prompt``, ``POST /api/steer``.
 
@@ -145,7 +145,7 @@ def create_app(db_path: str | Path, *, model: Any = None, model_loader: Callable
     async def index(q: str = "", sort: str = "density", dictionary: str = "", limit: int = 100) -> str:
         db = state.db()
         return pages.browser(db.search(q, dictionary=dictionary, sort=sort, limit=clamp_limit(limit)),
-                             db.dictionaries(), q, sort, dictionary)
+                             db.dictionaries(), q, sort, dictionary, search_index=db.search_index)
 
     @app.get("/api/features")
     async def api_features(q: str = "", limit: int = 50, sort: str = "density", dictionary: str = "",
@@ -241,7 +241,7 @@ def create_app(db_path: str | Path, *, model: Any = None, model_loader: Callable
 
     @app.get("/runs/{path:path}", response_class=HTMLResponse)
     def run_files(path: str = "", view: int = 0) -> Any:
-        from mechscope.web import runs_view
+        from mechscope.web import graph_page, runs_view
 
         if not path.strip("/"):
             return pages.runs_page([(r.name, f"/runs/{i}/") for i, r in enumerate(state.runs)])
@@ -260,13 +260,20 @@ def create_app(db_path: str | Path, *, model: Any = None, model_loader: Callable
                     href = f"/runs/{head}/{quote(rel)}"
                     if p.suffix == ".json" and runs_view.sweep_result(p) is not None:
                         listing.append((p.name + " (heatmap)", href + "?view=1"))
+                    elif p.name == "graph.json" and graph_page.graph_result(p) is not None:
+                        listing.append((p.name + " (attribution graph)", href + "?view=1"))
                     listing.append((p.name + ("/" if p.is_dir() else ""), href + ("/" if p.is_dir() else "")))
             here = f"/runs/{head}/{quote(Path(rest).as_posix())}/" if rest.strip("/") else f"/runs/{head}/"
             return pages.runs_page(listing, before=runs_view.circuit_body(target, here) or "")
         if view and target.suffix == ".json":
+            graph = graph_page.graph_result(target) if target.name == "graph.json" else None
+            if graph is not None:
+                db = state.db()
+                labels = graph_page.feature_labels(graph, db.dictionaries(), db.explanations, pages.link)
+                return HTMLResponse(graph_page.graph_page(graph, target.parent.name, labels, pages.NAV))
             result = runs_view.sweep_result(target)
             if result is None:
-                raise HTTPException(404, "not a patching result")
+                raise HTTPException(404, "not a patching result or an attribution graph")
             return HTMLResponse(render_page("patching result", runs_view.sweep_body(result, target.name),
                                            nav=pages.NAV))
         # raw files: sandboxed, so an SVG or HTML file in a run directory cannot run scripts when opened directly

@@ -23,8 +23,9 @@ def link(dictionary: str, feature: int) -> str:
 
 
 def browser(rows: Sequence[dict[str, Any]], dictionaries: Sequence[dict[str, Any]], q: str, sort: str,
-            dictionary: str) -> str:
-    """The feature browser: search by explanation, sort by density or score, filter by dictionary."""
+            dictionary: str, *, search_index: str = "") -> str:
+    """The feature browser: search by explanation, sort by density or score, filter by dictionary (``search_index``:
+    how the database answers the search, shown under the results)."""
     opts = "".join(f'<option value="{esc(d["name"])}"{" selected" if d["name"] == dictionary else ""}>'
                    f'{esc(d["name"])} ({int(d["n_features"])})</option>' for d in dictionaries)
     from urllib.parse import quote
@@ -38,7 +39,8 @@ def browser(rows: Sequence[dict[str, Any]], dictionaries: Sequence[dict[str, Any
             f'<select name="dictionary" id="dictionary"><option value="">all dictionaries</option>{opts}</select> '
             f'<select name="sort" id="sort">{sorts}</select> <button type="submit">search</button></form>'
             f'<p class="muted">maps: {maps or "none"}</p>'
-            f'<p class="muted">{len(rows)} shown</p>{feature_list(rows, link)}')
+            f'<p class="muted">{len(rows)} shown</p>{feature_list(rows, link)}'
+            + (f'<p class="muted" id="search-index">search index: {esc(search_index)}</p>' if search_index else ""))
     return page("mechscope features", body, nav=NAV)
 
 

@@ -108,8 +108,11 @@ def circuit_body(directory: Path, href: str, n_edges: int = 20) -> str | None:
     summary = _load_json(directory / "summary.json")
     if not isinstance(summary, dict) or not (directory / "circuit.svg").is_file():
         return None
-    rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(json.dumps(v) if isinstance(v, dict | list) else v)[:300]}</td></tr>"
-                   for k, v in summary.items())
+    def cut(v: Any) -> str:  # shortened before escaping, so no entity is cut in half
+        text = json.dumps(v) if isinstance(v, dict | list) else str(v)
+        return esc(text if len(text) <= 300 else text[:300] + "…")
+
+    rows = "".join(f"<tr><td>{esc(k)}</td><td>{cut(v)}</td></tr>" for k, v in summary.items())
     scores = _load_json(directory / "scores.json")
     edges = ""
     if isinstance(scores, dict):

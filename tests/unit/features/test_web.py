@@ -41,6 +41,8 @@ def test_pages_and_api(site):
             text = "".join(doc.text)
             if path in ("/",) or path.startswith("/features"):
                 assert EXPLANATION in text and "pwned" not in "".join(doc.tags)
+            if path == "/":
+                assert "search index: fts5-trigram" in text  # the database's search path is shown
             scripts = r.text.count("<script>")
             assert scripts == (1 if path in ("/prompt", "/steer") else 0), path  # only our own inline script
 

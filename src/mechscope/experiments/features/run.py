@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import statistics
+from pathlib import Path
 from typing import Any
 
 from mechscope.features.autointerp.clients import ChatClient
@@ -109,3 +110,67 @@ def rule_study(db_path: str, *, dictionaries: tuple[str, ...] = ("sae-l6", "neur
         out[d] = {"n": len(scores), "mean_detection": statistics.mean(det), "mean_fuzzing": statistics.mean(fuzz),
                   "median_detection": statistics.median(det), "median_fuzzing": statistics.median(fuzz)}
     return out
+
+
+def random_directions_like(sae_dir: str, out_dir: str, seed: int = 0) -> str:
+    """A baseline "dictionary" of random unit directions with the same hook, count, k and centring as the TopK SAE
+    in ``sae_dir``: ``W_enc`` / ``W_dec`` are i.i.d. Gaussian directions normalised to unit length, ``b_enc = 0``,
+    ``b_dec`` (the centre subtracted before encoding, ≈ the activations' mean) copied from the SAE. Sparsity-matched
+    on purpose: each token keeps its ``k`` most aligned random directions, as the SAE keeps its ``k`` latents, so
+    the comparison is about the directions, not about how many fire. Saved with the dictionary format; returns
+    its path."""
+    import torch
+
+    from mechscope.dictionaries.io import load, save
+
+    sae = load(sae_dir)
+    g = torch.Generator().manual_seed(seed)
+    dirs = torch.randn(sae.cfg.d_sae, sae.cfg.d_in, generator=g)
+    dirs = dirs / dirs.norm(dim=-1, keepdim=True)
+    with torch.no_grad():
+        sae.W_dec.copy_(dirs.to(sae.W_dec.dtype))
+        sae.W_enc.copy_(dirs.T.to(sae.W_enc.dtype))
+        sae.b_enc.zero_()
+    return str(save(sae, out_dir))
+
+
+def page_screenshots(db_path: str, runs: list[str | Path], out_dir: str, shots: dict[str, tuple[str, list[str]]],
+                     *,
+                     width: int = 1280, height: int = 1000, full_page: bool = False) -> list[str]:
+    """Screenshots of any pages of a real ``mechscope serve`` app (``--runs`` = ``runs``) in Chromium: for each
+    ``name: (path, selectors)``, open ``path``, click each selector in turn, and save ``out_dir/name.png``
+    (the geometry, run and attribution-graph pictures of ``docs/features.md``)."""
+    from mechscope.web.app import create_app
+    from mechscope.web.screenshots import browser_page
+    from mechscope.web.server import serving
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    with serving(create_app(db_path, runs=runs)) as url, browser_page(width, height) as page:
+        for name, (path, clicks) in shots.items():
+            page.goto(url + path, wait_until="networkidle")
+            for sel in clicks:
+                page.click(sel)
+            page.screenshot(path=str(out / f"{name}.png"), full_page=full_page)
+            written.append(str(out / f"{name}.png"))
+    return written
+
+
+def topk_neurons(hook: str, width: int, k: int, out_dir: str, model_name: str = "smollm2-135m") -> str:
+    """The neurons of ``hook`` made as sparse as a TopK SAE: a TopK "dictionary" with identity encoder and decoder
+    (``W_enc = W_dec = I``, no biases), so each token keeps its ``k`` largest neurons and the rest read 0 — the
+    density-matched neuron baseline for the latents-vs-neurons comparison. Saved in the dictionary format."""
+    import torch
+
+    from mechscope.dictionaries.io import save
+    from mechscope.dictionaries.registry import create
+    from mechscope.dictionaries.topk import TopKConfig
+
+    d = create(TopKConfig(d_in=width, d_sae=width, k=k, hook_name=hook, model_name=model_name))
+    with torch.no_grad():
+        d.W_enc.copy_(torch.eye(width))
+        d.W_dec.copy_(torch.eye(width))
+        d.b_enc.zero_()
+        d.b_dec.zero_()
+    return str(save(d, out_dir))

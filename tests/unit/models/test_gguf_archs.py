@@ -233,3 +233,32 @@ def test_unsupported_architectures_and_gemma_features_are_refused(tmp_path: Path
         config_from_hf({**base, "rope_scaling": {"rope_type": "linear", "factor": 8.0}})
     with pytest.raises(ConfigError, match="every N-th"):
         config_from_hf({**base, "layer_types": ["full_attention", "sliding_attention"] * 3})
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "qwen3"])
+def test_from_hf_matches_transformers_on_every_shared_activation(arch: str) -> None:
+    """The adapters on their own (no GGUF): random transformers models, norms far from their defaults."""
+    import transformers
+
+    from mechscope.models.loading import from_hf
+    from mechscope.models.parity import compare_to_hf
+
+    torch.manual_seed(0)
+    common = {"vocab_size": 50, "hidden_size": 32, "intermediate_size": 48, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "head_dim": 16, "max_position_embeddings": 64}
+    if arch == "gemma3":
+        cfg = transformers.Gemma3TextConfig(**common, num_hidden_layers=3, query_pre_attn_scalar=20, sliding_window=4,
+                                            sliding_window_pattern=3, rope_parameters={
+                                                "full_attention": {"rope_type": "default", "rope_theta": 1e5},
+                                                "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}})
+        hf: Any = transformers.Gemma3ForCausalLM(cfg).eval()
+    else:
+        hf = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**common, num_hidden_layers=2)).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            p.normal_(0.0, 0.5 if "norm" in name else 0.3)
+    ours = from_hf(hf)
+    report = compare_to_hf(ours, hf, torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(1)))
+    assert report.logit_scale > 1.0 and report.logits_max_abs <= 1e-5, report.to_dict()
+    assert len(report.hooks) == ours.cfg.n_layers * 10
+    assert report.worst_hook[1] <= 1e-5, report.worst_hook

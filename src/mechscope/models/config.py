@@ -44,6 +44,15 @@ class AttentionConfig:
     """Whether the output projection has a bias (GPT-2, NeoX)."""
     scale: float | None = None
     """Score scale; None means 1/sqrt(d_head)."""
+    qk_norm: bool = False
+    """RMSNorm each query and key head over ``d_head`` (one weight per Q/K, shared by the heads) before the
+    rotary positions (Qwen3, Gemma 3); eps from ``norm.eps``."""
+    sliding_window: int | None = None
+    """Local attention: a query sees only the ``sliding_window`` latest keys (itself included) in the layers
+    ``is_local`` selects; None = every layer attends to the whole context."""
+    global_every: int | None = None
+    """With ``sliding_window``: every ``global_every``-th layer (layers ``global_every-1``, ``2*global_every-1``,
+    ...) attends globally, the others locally (Gemma 3: 6, Gemma 2: 2); None = every layer is local."""
 
     def __post_init__(self) -> None:
         check_types(self, "attention.")
@@ -53,6 +62,17 @@ class AttentionConfig:
         _check(kv > 0 and self.n_heads % kv == 0,
                f"attention.n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}")
         _check(self.scale is None or self.scale > 0, f"attention.scale must be > 0 or None, got {self.scale}")
+        _check(self.sliding_window is None or self.sliding_window > 0,
+               f"attention.sliding_window must be a positive int or None, got {self.sliding_window}")
+        _check(self.global_every is None or (self.global_every > 0 and self.sliding_window is not None),
+               f"attention.global_every must be a positive int used with sliding_window, got {self.global_every} "
+               f"(sliding_window={self.sliding_window})")
+
+    def is_local(self, layer: int) -> bool:
+        """Whether ``layer`` uses the sliding window (see ``sliding_window`` and ``global_every``)."""
+        if self.sliding_window is None:
+            return False
+        return self.global_every is None or (layer + 1) % self.global_every != 0
 
     @property
     def kv_heads(self) -> int:
@@ -96,6 +116,9 @@ class NormConfig:
     """Added to the variance (or mean square) before the square root."""
     bias: bool = True
     """LayerNorm bias (ignored by rmsnorm)."""
+    post_sublayer: bool = False
+    """Also normalise each sublayer's output before it joins the residual stream (``ln1_post`` after
+    attention, ``ln2_post`` after the MLP: Gemma 2/3's "sandwich" norms)."""
 
     def __post_init__(self) -> None:
         check_types(self, "norm.")
@@ -116,6 +139,9 @@ class PositionalConfig:
     """Dimensions of each head that rotate (NeoX rotates a fraction); None means all of d_head."""
     rotary_base: float = 10000.0
     """RoPE theta."""
+    local_rotary_base: float | None = None
+    """RoPE theta of the sliding-window layers (``attention.is_local``; Gemma 3: 10 000 locally, 1 000 000
+    globally); None = ``rotary_base`` everywhere."""
 
     def __post_init__(self) -> None:
         check_types(self, "positional.")
@@ -125,6 +151,12 @@ class PositionalConfig:
                f"positional.rotary_dim must be a positive even number or None, got {self.rotary_dim}")
         _check(math.isfinite(self.rotary_base) and self.rotary_base > 1,
                f"positional.rotary_base (RoPE theta) must be a finite number > 1, got {self.rotary_base}")
+        _check(self.local_rotary_base is None or (math.isfinite(self.local_rotary_base) and self.local_rotary_base > 1),
+               f"positional.local_rotary_base must be a finite number > 1 or None, got {self.local_rotary_base}")
+
+    def base_of(self, local: bool) -> float:
+        """RoPE theta of a local (sliding-window) or global layer."""
+        return self.local_rotary_base if local and self.local_rotary_base is not None else self.rotary_base
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,6 +190,9 @@ class ModelConfig:
     """NeoX-style block: resid_post = resid_pre + attn(ln1(x)) + mlp(ln2(x))."""
     unembed_bias: bool = False
     """Whether the unembedding has a bias b_U."""
+    embed_scale: float = 1.0
+    """Factor multiplying the token embeddings before the first block (Gemma: sqrt(d_model)); ``W_E`` keeps
+    the file's values and ``hook_embed`` sees the scaled embedding."""
     d_vocab_out: int | None = None
     """Output vocabulary if it differs from d_vocab (toy tasks); None means d_vocab."""
     name: str = "custom"
@@ -170,6 +205,8 @@ class ModelConfig:
         for f in ("d_model", "n_layers", "d_vocab", "n_ctx"):
             v = getattr(self, f)
             _check(v > 0, f"{f} must be a positive int, got {v!r}")
+        _check(math.isfinite(self.embed_scale) and self.embed_scale > 0,
+               f"embed_scale must be a finite number > 0, got {self.embed_scale!r}")
         _check(self.d_vocab_out is None or self.d_vocab_out > 0,
                f"d_vocab_out must be a positive int or None (= d_vocab), got {self.d_vocab_out!r}")
         if self.parallel_attn_mlp:

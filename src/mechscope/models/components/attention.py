@@ -8,6 +8,10 @@ Cost follows the hooks: the fused ``scaled_dot_product_attention`` kernel runs u
 ``hook_attn_scores`` or ``hook_pattern``; ``hook_result`` (per-head outputs [batch pos n_heads d_model])
 is computed only when hooked. Inputs are either one tensor [batch pos d_model] shared by Q, K and V, or
 per-head inputs [batch pos heads d_model] (when a block's ``hook_q_input``-style points are hooked).
+
+Variants are config values: ``attention.qk_norm`` adds ``q_norm`` / ``k_norm`` (RMSNorm over ``d_head``, with
+their own ``hook_scale`` / ``hook_normalized``) between ``hook_q``/``hook_k`` and the rotary positions;
+a layer that ``attention.is_local`` masks keys more than ``sliding_window - 1`` positions back.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from torch import Tensor, nn
 
 from mechscope.hooks.point import HookPoint
 from mechscope.models.components.fused import FusedWeight, cat_heads
+from mechscope.models.components.norm import RMSNorm
 from mechscope.models.components.rotary import apply_rotary
-from mechscope.models.config import ModelConfig
+from mechscope.models.config import ModelConfig, NormConfig
 
 
 class KVCache:
@@ -77,6 +82,10 @@ class Attention(nn.Module):
         self.b_V = nn.Parameter(torch.zeros(kv, e)) if a.qkv_bias else None
         self.b_O = nn.Parameter(torch.zeros(d)) if a.out_bias else None
         self.is_rotary = cfg.positional.kind == "rotary"
+        self.window = a.sliding_window if a.is_local(layer) else None
+        qk_cfg = NormConfig(kind="rmsnorm", eps=cfg.norm.eps)
+        self.q_norm = RMSNorm(e, qk_cfg) if a.qk_norm else None
+        self.k_norm = RMSNorm(e, qk_cfg) if a.qk_norm else None
         self._fused_qkv = FusedWeight(cat_heads)
         names = ["q", "k", "v", "attn_scores", "pattern", "z", "result"] + (["rot_q", "rot_k"] if self.is_rotary else [])
         for name in names:  # only hook points that exist for this architecture
@@ -132,7 +141,8 @@ class Attention(nn.Module):
             qk_pos: shortformer positions [batch pos d_model] added to the query and key inputs (not V):
                 ``q = (x_q + qk_pos) W_Q + b_Q``, computed as ``x_q W_Q + b_Q + qk_pos W_Q``.
         """
-        if x_q.dim() == 3 and x_q is x_k and x_k is x_v and qk_pos is None and not self._qkv_hooked():
+        if (x_q.dim() == 3 and x_q is x_k and x_k is x_v and qk_pos is None and self.q_norm is None
+                and not self._qkv_hooked()):
             qt, kt, vt = self._heads_fast(x_q, rotary)
         else:
             q, k, v = self._project(x_q, x_k, x_v)
@@ -140,6 +150,8 @@ class Attention(nn.Module):
                 q = q + torch.einsum("bpd,hde->bphe", qk_pos, self.W_Q)
                 k = k + torch.einsum("bpd,hde->bphe", qk_pos, self.W_K)
             q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+            if self.q_norm is not None and self.k_norm is not None:
+                q, k = self.q_norm(q), self.k_norm(k)
             if self.is_rotary and rotary is not None:
                 cos, sin = rotary
                 q = self.hook_rot_q(apply_rotary(q, cos, sin))
@@ -149,6 +161,9 @@ class Attention(nn.Module):
             kt, vt = cache.update(self.layer, kt, vt)
         if mask is None and kt.shape[2] != qt.shape[2]:
             mask = causal_mask(qt.shape[2], kt.shape[2], qt.device)
+        if self.window is not None and kt.shape[2] > self.window:
+            near = window_mask(qt.shape[2], kt.shape[2], self.window, qt.device)
+            mask = near & (mask if mask is not None else causal_mask(qt.shape[2], kt.shape[2], qt.device))
         if self.hook_attn_scores.has_hooks or self.hook_pattern.has_hooks:
             z = self._explicit(qt, kt, vt, mask)
         else:
@@ -209,3 +224,11 @@ def causal_mask(q_len: int, k_len: int, device: torch.device) -> Tensor:
     qi = torch.arange(q_len, device=device)[:, None] + offset
     kj = torch.arange(k_len, device=device)[None, :]
     return kj <= qi
+
+
+def window_mask(q_len: int, k_len: int, window: int, device: torch.device) -> Tensor:
+    """bool [q_len k_len]: key j is among the ``window`` latest positions of query i (i - j < window; the
+    queries are the last q_len of k_len positions). Combine with the causal mask."""
+    qi = torch.arange(q_len, device=device)[:, None] + (k_len - q_len)
+    kj = torch.arange(k_len, device=device)[None, :]
+    return qi - kj < window

@@ -3,6 +3,9 @@
 Sequential:  resid_mid = resid_pre + attn(ln1(resid_pre));  resid_post = resid_mid + mlp(ln2(resid_mid))
 Parallel (NeoX):  resid_post = resid_pre + attn(ln1(resid_pre)) + mlp(ln2(resid_pre))
 Attention-only: resid_post = resid_pre + attn(ln1(resid_pre)).
+With ``norm.post_sublayer`` (Gemma 2/3) each sublayer's output is normalised once more before it joins the
+residual: resid_mid = resid_pre + ln1_post(attn(ln1(resid_pre))), likewise ``ln2_post`` after the MLP;
+``hook_attn_out`` / ``hook_mlp_out`` see what is added to the residual (after the post-norm).
 
 Per-head inputs (``hook_attn_in`` [batch pos n_heads d_model], ``hook_q_input``, ``hook_k_input``,
 ``hook_v_input``) are the residual *before* ``ln1``, one copy per head, materialised only when one of them
@@ -31,6 +34,8 @@ class TransformerBlock(nn.Module):
     hook_mlp_out: HookPoint
     hook_resid_mid: HookPoint
     ln2: nn.Module
+    ln1_post: nn.Module
+    ln2_post: nn.Module
 
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
@@ -38,6 +43,9 @@ class TransformerBlock(nn.Module):
         self.parallel = cfg.parallel_attn_mlp
         self.ln1 = make_norm(cfg.d_model, cfg.norm)
         self.attn = Attention(cfg, layer)
+        self.post_norm = cfg.norm.post_sublayer
+        if self.post_norm:
+            self.ln1_post = make_norm(cfg.d_model, cfg.norm)
         self.hook_resid_pre = HookPoint()
         self.hook_attn_in = HookPoint()
         self.hook_q_input = HookPoint()
@@ -49,6 +57,8 @@ class TransformerBlock(nn.Module):
         if cfg.mlp is not None:
             self.ln2 = make_norm(cfg.d_model, cfg.norm)
             self.mlp = MLP(cfg.d_model, cfg.mlp)
+            if self.post_norm:
+                self.ln2_post = make_norm(cfg.d_model, cfg.norm)
             self.hook_mlp_in = HookPoint()
             self.hook_mlp_out = HookPoint()
             if not self.parallel:
@@ -81,15 +91,23 @@ class TransformerBlock(nn.Module):
         resid = self.hook_resid_pre(resid)
         q_in, k_in, v_in = self._attn_inputs(resid)
         attn_out = self.attn(q_in, k_in, v_in, rotary=rotary, mask=mask, cache=cache, qk_pos=qk_pos)
+        if self.post_norm:
+            attn_out = self.ln1_post(attn_out)
         with_attn = _add_residual(resid, attn_out, self.hook_attn_out)
         if self.mlp is None:
             return self.hook_resid_post(with_attn)
         if self.parallel:
-            mlp_out = self.mlp(self.ln2(self.hook_mlp_in(resid)))
+            mlp_out = self._mlp(self.hook_mlp_in(resid))
             return self.hook_resid_post(_add_residual(with_attn, mlp_out, self.hook_mlp_out))
         mid = self.hook_resid_mid(with_attn)
-        mlp_out = self.mlp(self.ln2(self.hook_mlp_in(mid)))
+        mlp_out = self._mlp(self.hook_mlp_in(mid))
         return self.hook_resid_post(_add_residual(mid, mlp_out, self.hook_mlp_out))
+
+    def _mlp(self, x: Tensor) -> Tensor:
+        """The MLP sublayer's contribution: mlp(ln2(x)), then ``ln2_post`` when the config has post-norms."""
+        assert self.mlp is not None
+        out = self.mlp(self.ln2(x))
+        return self.ln2_post(out) if self.post_norm else out
 
 
 def _add_residual(resid: Tensor, out: Tensor, hook: HookPoint) -> Tensor:

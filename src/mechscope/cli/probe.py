@@ -123,6 +123,8 @@ def das_cmd(
                                     "grokking: 2 x the key frequencies)."),
     model: str = typer.Option("smollm2-135m", "--model", help="--task ioi: the language model."),
     n_prompts: int = typer.Option(64, "--n-prompts", help="--task ioi: prompts (half ABBA, half BABA)."),
+    positions: str | None = typer.Option(None, "--positions", help="--task ioi: comma-separated positions among "
+                                         "S2, end, IO, S1 (default S2,end)."),
     seed: int = typer.Option(0, "--seed"),
     out: Path | None = typer.Option(None, "--out", help="Write the IIA-by-layer figure here."),
     threads: int | None = typer.Option(None, "--threads"),
@@ -152,7 +154,8 @@ def das_cmd(
             from mechscope.experiments import ioi_das
 
             cfg = ioi_das.IOIDASConfig(n_prompts=n_prompts, seed=seed)
-            cfg = dataclasses.replace(cfg, dims=dims or cfg.dims, layers=tuple(sel) if sel else cfg.layers)
+            cfg = dataclasses.replace(cfg, dims=dims or cfg.dims, layers=tuple(sel) if sel else cfg.layers,
+                                      positions=tuple(positions.split(",")) if positions else cfg.positions)
             res = ioi_das.run(load_model(model), cfg)
             fig_name, fig = "das_ioi.png", ioi_das.iia_figure
         else:

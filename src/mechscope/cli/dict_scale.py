@@ -53,7 +53,6 @@ def stream(
     no_estimate: bool = typer.Option(False, "--no-estimate", help="Skip the size/RAM/speed estimate and its check."),
     distribute_hooks: bool = typer.Option(False, "--distribute-hooks", help="One dictionary per hook in "
                                           "OUT/<hook>/; under torchrun each rank trains its share of the hooks."),
-    model_dtype: str = typer.Option("float32", "--model-dtype", help="float32 | bfloat16: run the model in this dtype."),
 ) -> None:
     """Train a dictionary on activations streamed from the model through the mixing buffer (no harvest)."""
     import torch

@@ -64,13 +64,13 @@ def sparse_cmd(
     _threads(threads)
     with fail_cleanly():
         if dictionary is not None:
-            from mechscope.experiments import sparse_dictionary
+            from mechscope.experiments.sparse_dictionary.run import run as sparse_dictionary_run
 
             if milp:
                 from mechscope.errors import ConfigError
 
                 raise ConfigError("--milp is for the neuron sweep; it cannot be combined with --dictionary")
-            res = sparse_dictionary.run(model, dictionary, corpus=corpus, max_documents=max_documents,
+            res = sparse_dictionary_run(model, dictionary, corpus=corpus, max_documents=max_documents,
                                         ranking=ranking, out=out)
         else:
             from mechscope.experiments.compound_words.run import run
@@ -123,6 +123,8 @@ def das_cmd(
                                     "grokking: 2 x the key frequencies)."),
     model: str = typer.Option("smollm2-135m", "--model", help="--task ioi: the language model."),
     n_prompts: int = typer.Option(64, "--n-prompts", help="--task ioi: prompts (half ABBA, half BABA)."),
+    positions: str | None = typer.Option(None, "--positions", help="--task ioi: comma-separated positions among "
+                                         "S2, end, IO, S1 (default S2,end)."),
     seed: int = typer.Option(0, "--seed"),
     out: Path | None = typer.Option(None, "--out", help="Write the IIA-by-layer figure here."),
     threads: int | None = typer.Option(None, "--threads"),
@@ -140,21 +142,25 @@ def das_cmd(
             raise ConfigError("--task grokking needs a RUN directory argument, and only it takes one")
         sel = [int(v) for v in layers.split(",")] if layers else None
         if task == "grokking":
-            from mechscope.experiments import grokking_das
+            from mechscope.experiments.grokking_das.run import iia_figure as grokking_figure
+            from mechscope.experiments.grokking_das.run import run as grokking_das_run
 
             assert run_dir is not None
-            res = grokking_das.run(run_dir, dims=dims, seed=seed)
-            fig_name, fig = "das_grokking.png", grokking_das.iia_figure
+            res = grokking_das_run(run_dir, dims=dims, seed=seed)
+            fig_name, fig = "das_grokking.png", grokking_figure
         elif task == "ioi":
             import dataclasses
 
             from mechscope.cli.common import load_model
-            from mechscope.experiments import ioi_das
+            from mechscope.experiments.ioi_das.run import IOIDASConfig
+            from mechscope.experiments.ioi_das.run import iia_figure as ioi_figure
+            from mechscope.experiments.ioi_das.run import run as ioi_das_run
 
-            cfg = ioi_das.IOIDASConfig(n_prompts=n_prompts, seed=seed)
-            cfg = dataclasses.replace(cfg, dims=dims or cfg.dims, layers=tuple(sel) if sel else cfg.layers)
-            res = ioi_das.run(load_model(model), cfg)
-            fig_name, fig = "das_ioi.png", ioi_das.iia_figure
+            cfg = IOIDASConfig(n_prompts=n_prompts, seed=seed)
+            cfg = dataclasses.replace(cfg, dims=dims or cfg.dims, layers=tuple(sel) if sel else cfg.layers,
+                                      positions=tuple(positions.split(",")) if positions else cfg.positions)
+            res = ioi_das_run(load_model(model), cfg)
+            fig_name, fig = "das_ioi.png", ioi_figure
         else:
             from mechscope.experiments.equality.run import EqualityConfig, iia_figure, run
 

@@ -9,8 +9,8 @@ import torch
 
 from mechscope.errors import ConfigError, ShapeError
 from mechscope.experiments.grokking import GrokkingConfig, build, run
-from mechscope.experiments.grokking_das import das_grokking, fourier_subspace, interchange_data
-from mechscope.experiments.grokking_das import run as das_run
+from mechscope.experiments.grokking_das.run import das_grokking, fourier_subspace, interchange_data
+from mechscope.experiments.grokking_das.run import run as das_run
 from tests.typecheck import ill_typed
 
 TINY = GrokkingConfig(p=5, train_frac=0.6, d_model=16, n_heads=2, d_head=8, d_mlp=32, epochs=3, eval_every=1,

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from mechscope.cli.main import app
 from mechscope.errors import ConfigError
-from mechscope.experiments.ioi_das import IOIDASConfig, counterfactual_pairs, run
+from mechscope.experiments.ioi_das.run import IOIDASConfig, counterfactual_pairs, run
 from tests.conftest import tiny_model
 from tests.unit.data.test_ioi_prompts import word_tokenizer
 
@@ -57,7 +57,11 @@ def test_probe_das_cli(tmp_path, monkeypatch) -> None:
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["task"] == "ioi" and len(out["by_layer"]) == 2 and (tmp_path / "das_ioi.png").stat().st_size > 1000
-    for args, msg in [(["--task", "nope"], "unknown"), (["--task", "grokking"], "needs a RUN"),
+    res = runner.invoke(app, ["probe", "das", "--task", "ioi", "--n-prompts", "8", "--layers", "0",
+                              "--positions", "end", "--dims", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    assert [(r["position"], r["subspace_dim"]) for r in json.loads(res.stdout)["by_layer"]] == [("end", 1)]
+    for args, msg in [(["--task", "nope"], "unknown"), (["--task", "ioi", "--positions", "middle"], "positions"), (["--task", "grokking"], "needs a RUN"),
                       (["--task", "grokking", str(tmp_path / "missing")], "not a mechscope training run")]:
         res = runner.invoke(app, ["probe", "das", *args, "--json"])
         assert res.exit_code == 2 and msg in res.output, res.output

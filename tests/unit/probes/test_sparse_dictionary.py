@@ -8,7 +8,7 @@ import torch
 from mechscope.dictionaries.topk import TopKConfig, TopKDictionary
 from mechscope.errors import ConfigError
 from mechscope.experiments.compound_words import compound_examples, doc_ids, windows
-from mechscope.experiments.sparse_dictionary import probe_dictionary_compound
+from mechscope.experiments.sparse_dictionary.run import probe_dictionary_compound
 from tests.conftest import tiny_model
 
 

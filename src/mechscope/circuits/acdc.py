@@ -42,7 +42,9 @@ class _Objective:
         g = problem.graph
         with torch.no_grad():
             zero = torch.zeros(1, len(g.senders), len(g.receivers))
-            self.clean_logp = torch.log_softmax(problem.logits(zero).float(), dim=-1)
+            clean_logp = torch.log_softmax(problem.logits(zero).float(), dim=-1)
+            self.clean_p = clean_logp.exp()
+            self.clean_entropy = (self.clean_p * clean_logp).sum(-1)  # -H(p) [B pos]
             self.clean_metric = float(problem.call_metric(problem.logits(zero)).mean())
         self.resume: ResumeForward | None = None
 
@@ -52,17 +54,16 @@ class _Objective:
         p = self.problem
         with torch.no_grad():
             masks = p.graph.scatter(patched)
-            if self.resume is not None and col is not None and self.resume.applies(masks, col):
+            if self.resume is not None and col is not None and self.resume.applies(patched, col):
                 p.forwards += 1
                 logits = self.resume.logits(masks, col)
             else:
                 logits = p.logits(masks)
             V = patched.shape[0]
-            if self.kind == "kl":
-                lp = torch.log_softmax(logits.float(), dim=-1)
-                q = self.clean_logp.repeat(V, 1, 1)
-                kl = (q.exp() * (q - lp)).sum(-1).mean(-1)  # [V*B]
-                return kl.view(V, -1).mean(1).tolist()
+            if self.kind == "kl":  # KL(clean || patched) = sum p log p - sum p log q, per example and position
+                lp = torch.log_softmax(logits.float(), dim=-1).view(V, *self.clean_p.shape)
+                kl = (self.clean_entropy - (self.clean_p * lp).sum(-1)).mean(-1)  # [V B]
+                return kl.mean(1).tolist()
             rows = logits.shape[0] // V
             vals = [float(p.call_metric(logits[v * rows:(v + 1) * rows]).mean()) for v in range(V)]
             return [abs(v - self.clean_metric) for v in vals]

@@ -12,9 +12,10 @@ Everything is a hook: senders are ``blocks.0.hook_resid_pre`` (``input``), ``att
 ``hook_mlp_out``; receivers are ``hook_q_input`` / ``hook_k_input`` / ``hook_v_input`` (per head, or per
 key-value head), ``hook_mlp_in`` and the final residual. Variants (different masks) run in the batch
 dimension: masks ``[V n_senders n_receivers]`` and ``V`` copies of the batch, rows variant-major. One
-``einsum`` per (sender layer, receiver layer) pair adds the differences: it keeps each sender's difference
-tensor once (no growing concatenation held for backward), and groups whose mask block is all zero are
-skipped when no gradient is wanted. Layers before the first receiver whose masks differ between variants
+GEMM per (sender group, receiver layer) pair adds the differences (``masked_sum``: the receivers' masks are
+the rows, so a variant's bits do not depend on what else shares the call); it keeps each sender's
+difference tensor once (no growing concatenation held for backward), and groups whose mask block is all
+zero are skipped when no gradient is wanted. Layers before the first receiver whose masks differ between variants
 run once for all of them (ACDC's and exact patching's variants differ only near one receiver).
 """
 

@@ -170,8 +170,10 @@ def _acdc_smollm(n_prompts: int, threshold: float, chunk: int, n_receivers: int,
         col = g.receiver_index[r]
         senders = g.valid[:, col].nonzero().flatten()
         variants = state.repeat(2, 1, 1)
+        variants[:, :, :col] = 0  # ACDC's state while it sweeps r: receivers after r in its order untouched
         for v in range(2):  # variant v flips the edge from the v-th sender
             variants[v, senders[v], col] = 1.0 - state[senders[v], col]
+        assert engine.applies(g.gather(variants), col)
         resumed = engine.logits(variants, col)
         for v in range(2):
             t = time.perf_counter()

@@ -14,6 +14,11 @@ guesses hold, and at the first wrong guess the replay stops (that decision is st
 right) and the next chain starts after it. The chain length adapts: doubled after a chain whose guesses
 all held, halved after a miss, at most ``chunk``. Each variant is computed as
 its own rows of the batch, so its numbers do not depend on its neighbours (the test checks bit equality).
+
+Chains stay within one receiver, so their variants differ only in that receiver's mask column and start
+at its layer from the cached clean prefix (``circuits/resume.py``; for ``logits`` only the final norm and
+unembedding run); the one-edge-at-a-time reference (``batched=False``) runs one full patched forward per
+edge. ``receivers=[names]`` sweeps only those receivers (benchmarks measure a prefix of the order).
 """
 
 from __future__ import annotations
@@ -41,9 +46,13 @@ class _Objective:
         self.problem, self.kind = problem, objective
         g = problem.graph
         with torch.no_grad():
-            zero = torch.zeros(1, len(g.senders), len(g.receivers))
-            self.clean_logp = torch.log_softmax(problem.logits(zero).float(), dim=-1)
-            self.clean_metric = float(problem.call_metric(problem.logits(zero)).mean())
+            logits = problem.logits(torch.zeros(1, len(g.senders), len(g.receivers)))
+            clean_logp = torch.log_softmax(logits.float(), dim=-1)
+            self.clean_p = clean_logp.exp()
+            self.clean_entropy = (self.clean_p * clean_logp).sum(-1)  # -H(p) [B pos]
+            self.clean_metric = float(problem.call_metric(logits).mean())
+            self.start = self.values(logits, 1)[0]
+        """The objective with nothing patched (0 up to rounding)."""
         self.resume: ResumeForward | None = None
 
     def __call__(self, patched: Tensor, col: int | None = None) -> list[float]:
@@ -52,20 +61,22 @@ class _Objective:
         p = self.problem
         with torch.no_grad():
             masks = p.graph.scatter(patched)
-            if self.resume is not None and col is not None and self.resume.applies(masks, col):
+            if self.resume is not None and col is not None and self.resume.applies(patched, col):
                 p.forwards += 1
                 logits = self.resume.logits(masks, col)
             else:
                 logits = p.logits(masks)
-            V = patched.shape[0]
-            if self.kind == "kl":
-                lp = torch.log_softmax(logits.float(), dim=-1)
-                q = self.clean_logp.repeat(V, 1, 1)
-                kl = (q.exp() * (q - lp)).sum(-1).mean(-1)  # [V*B]
-                return kl.view(V, -1).mean(1).tolist()
-            rows = logits.shape[0] // V
-            vals = [float(p.call_metric(logits[v * rows:(v + 1) * rows]).mean()) for v in range(V)]
-            return [abs(v - self.clean_metric) for v in vals]
+            return self.values(logits, patched.shape[0])
+
+    def values(self, logits: Tensor, V: int) -> list[float]:
+        """The objective of each variant's logits [V*B pos vocab]."""
+        if self.kind == "kl":  # KL(clean || patched) = sum p log p - sum p log q, per example and position
+            lp = torch.log_softmax(logits.float(), dim=-1).view(V, *self.clean_p.shape)
+            kl = (self.clean_entropy - (self.clean_p * lp).sum(-1)).mean(-1)  # [V B]
+            return kl.mean(1).tolist()
+        rows = logits.shape[0] // V
+        vals = [float(self.problem.call_metric(logits[v * rows:(v + 1) * rows]).mean()) for v in range(V)]
+        return [abs(v - self.clean_metric) for v in vals]
 
 
 def _chain(patched: Tensor, chain: list[int], guess_kept: Tensor) -> tuple[Tensor, list[int]]:
@@ -130,7 +141,7 @@ def acdc(problem: Problem, threshold: float = 0.01, objective: Objective = "kl",
     obj = _Objective(problem, objective)
     patched = torch.zeros(n)
     scores = torch.zeros(n)
-    current = obj(patched[None])[0]
+    current = obj.start
     if batched:
         obj.resume = ResumeForward(problem.model, g, problem.clean, problem.patch, problem.readout)
     starts = [0]

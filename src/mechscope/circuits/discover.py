@@ -8,7 +8,8 @@ position. Methods (registered in ``METHODS``; options are the method function's 
 * ``exact``: patch each edge alone (the oracle); option ``chunk`` (edges per forward).
 * ``eap``: edge attribution patching, one backward for every edge.
 * ``eap-ig``: EAP with integrated gradients; ``steps``, ``variant`` (``inputs`` | ``activations``), ``chunk``.
-* ``acdc``: Conmy et al.'s greedy pruning; ``threshold``, ``objective`` (``kl`` | ``metric``), ``batched``.
+* ``acdc``: Conmy et al.'s greedy pruning; ``threshold``, ``objective`` (``kl`` | ``metric``), ``batched``,
+  ``chunk``, ``receivers``.
 
 Every method also takes ``ablation`` (``corrupted`` | ``mean`` | ``zero`` | ``resample``) and ``seed``.
 """

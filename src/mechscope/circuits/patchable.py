@@ -12,9 +12,10 @@ Everything is a hook: senders are ``blocks.0.hook_resid_pre`` (``input``), ``att
 ``hook_mlp_out``; receivers are ``hook_q_input`` / ``hook_k_input`` / ``hook_v_input`` (per head, or per
 key-value head), ``hook_mlp_in`` and the final residual. Variants (different masks) run in the batch
 dimension: masks ``[V n_senders n_receivers]`` and ``V`` copies of the batch, rows variant-major. One
-``einsum`` per (sender layer, receiver layer) pair adds the differences: it keeps each sender's difference
-tensor once (no growing concatenation held for backward), and groups whose mask block is all zero are
-skipped when no gradient is wanted. Layers before the first receiver whose masks differ between variants
+GEMM per (sender group, receiver layer) pair adds the differences (``masked_sum``: the receivers' masks are
+the rows, so a variant's bits do not depend on what else shares the call); it keeps each sender's
+difference tensor once (no growing concatenation held for backward), and groups whose mask block is all
+zero are skipped when no gradient is wanted. Layers before the first receiver whose masks differ between variants
 run once for all of them (ACDC's and exact patching's variants differ only near one receiver).
 """
 
@@ -212,8 +213,8 @@ class _PatchState:
                 return
             act = _as_group(x, g)
             d = self.patch[i].unsqueeze(0) - act.reshape(self.V, self.B, *act.shape[1:])
-            # [V|1 B p d_model n]: the layout whose matmul with the masks needs no copy (kept for backward)
-            self.diffs.append(d.transpose(-1, -2).contiguous())
+            # [V|1 n B p d_model]: each sender's difference one row of the masks' matmul (kept for backward)
+            self.diffs.append(d.permute(0, 3, 1, 2, 4).contiguous())
 
         return hook
 
@@ -230,10 +231,10 @@ class _PatchState:
             if d.numel() == 0 or (self.skip_zero and not bool(block.any())):
                 continue
             if readout is not None:
-                d = d[:, :, [readout]]
-            term = _weighted(d, block)
+                d = d[:, :, :, [readout]]
+            term = masked_sum(d, block)
             total = term if total is None else total + term
-        return None if total is None else total.permute(0, 1, 2, 4, 3)
+        return None if total is None else total.permute(0, 2, 3, 1, 4)
 
     def attn_hook(self, layer: int, kind: str) -> Callable[[Tensor, Any], Tensor | None]:
         graph = self.graph
@@ -276,32 +277,41 @@ def _shared_prefix(graph: Graph, masks: Tensor) -> int:
     return min(int(cols[0]) // per, graph.n_layers)
 
 
-def _pad_cols(block: Tensor) -> Tensor:
-    """Masks [.. s r] with at least 2 columns (a zero column appended to a single one): a one-column GEMM
-    takes MKL's GEMV path, whose summation order differs from the GEMM's, so without the padding a
-    column's bits would depend on how many columns share its call."""
-    return block if block.shape[-1] > 1 else torch.cat([block, torch.zeros_like(block)], dim=-1)
+def masked_sum(d: Tensor, block: Tensor) -> Tensor:
+    """Sender differences d [V|1 n B p D] summed by masks [V|1 n r] -> [V r B p D].
+
+    Each variant's term is its own GEMM ``masks^T [r n] @ d [n B*p*D]`` with the receiver columns as rows
+    (at least 4, zero-padded: fewer rows take a GEMV path with another summation order). CPU GEMMs give a
+    row the same bits whatever the other rows are and however many there are, so a variant's result does
+    not depend on what shares its call: variants with shared differences stack their rows into one GEMM,
+    per-variant differences run one batched GEMM (per batch the same bits as the plain one). ACDC's
+    resumed forward (``circuits/resume.py``) relies on this to reproduce the one-variant forward bit for bit
+    (columns are not so: N = 1 takes a GEMV path and a column's bits can depend on N).
+    """
+    vd, n, b, p, dm = d.shape
+    vb, _, r = block.shape
+    v = max(vd, vb)
+    rows = max(r, 4)
+    mt = block.transpose(1, 2)
+    if rows > r:
+        mt = torch.cat([mt, mt.new_zeros(vb, rows - r, n)], dim=1)
+    a = d.reshape(vd, n, b * p * dm)
+    if vd == 1:  # one GEMM, every variant's rows stacked
+        out = (mt.reshape(vb * rows, n) @ a[0]).view(vb, rows, -1)
+    else:
+        out = torch.bmm(mt.expand(v, -1, -1) if vb == 1 else mt, a)
+    return out.view(v, rows, b, p, dm)[:, :r]
 
 
 def _weighted(d: Tensor, block: Tensor) -> Tensor:
-    """Differences d [V|1 B p D s] times masks [V s r] -> [V B p D r], one matmul, no copy of ``d``."""
+    """Fixed differences d [V|1 B p D s] times masks [V s r] -> [V B p D r], one matmul, no copy of ``d``
+    (the gradient methods' layout; ``masked_sum`` is the bit-stable one)."""
     vd, b, p, dm, n = d.shape
     v, _, r = block.shape
-    blk = _pad_cols(block)
-    rp = blk.shape[-1]
     if vd == 1:  # shared differences (fixed ones, or one variant): one GEMM over every variant's columns
-        out = d[0].reshape(b * p * dm, n) @ blk.permute(1, 0, 2).reshape(n, v * rp)  # a strided view of d
-        return out.view(b, p, dm, v, rp).permute(3, 0, 1, 2, 4)[..., :r]
-    return torch.bmm(d.reshape(v, b * p * dm, n), blk).view(v, b, p, dm, rp)[..., :r]
-
-
-def _weighted_each(d: Tensor, block: Tensor) -> Tensor:
-    """``_weighted`` with each variant's product its own [B*p*D s] @ [s r] GEMM (a batched matmul), i.e. the
-    shapes of a one-variant call: its bits do not depend on how many variants share the call."""
-    vd, b, p, dm, n = d.shape
-    v, _, r = block.shape
-    a = d.reshape(vd, b * p * dm, n)
-    return torch.bmm(a.expand(v, -1, -1) if vd == 1 else a, _pad_cols(block)).view(v, b, p, dm, -1)[..., :r]
+        out = d[0].reshape(b * p * dm, n) @ block.permute(1, 0, 2).reshape(n, v * r)  # a strided view of d
+        return out.view(b, p, dm, v, r).permute(3, 0, 1, 2, 4)
+    return torch.bmm(d.reshape(v, b * p * dm, n), block).view(v, b, p, dm, r)
 
 
 def per_variant_metric(metric: MetricFn, logits: Tensor, n_variants: int) -> Float[Tensor, "variants batch"]:
@@ -332,4 +342,4 @@ def check_pair(clean: Tensor, corrupted: Tensor) -> None:
 
 
 __all__ = ["Ablation", "MetricFn", "SenderGroup", "ablate", "head_results", "head_z_hook", "check_masks", "check_metric_output", "check_pair",
-           "fixed_differences", "patch_values", "patched_logits", "per_variant_metric", "sender_groups", "sender_outputs"]
+           "fixed_differences", "masked_sum", "patch_values", "patched_logits", "per_variant_metric", "sender_groups", "sender_outputs"]

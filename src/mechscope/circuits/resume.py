@@ -29,7 +29,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from mechscope.circuits.graph import Graph
-from mechscope.circuits.patchable import _pad_cols, _PatchState, _row_stable, _weighted, _weighted_each, sender_groups
+from mechscope.circuits.patchable import _PatchState, _row_stable, masked_sum, sender_groups
 
 
 @dataclass(frozen=True)
@@ -84,23 +84,23 @@ class ResumeForward:
         """Groups before this index write before ``layer`` (their differences are the clean ones)."""
         return len(self.groups) if layer >= self.graph.n_layers else 1 + layer * (1 + int(self.graph.has_mlp))
 
-    def applies(self, masks: Tensor, col: int) -> bool:
-        """Whether ``masks`` [V S R] fit: no patched edge into a receiver before ``col``'s layer, and the
-        variants differ only in column ``col``."""
+    def applies(self, patched: Tensor, col: int) -> bool:
+        """Whether per-edge variants ``patched`` [V n_edges] fit: no patched edge into a receiver before
+        ``col``'s layer, and the variants differ only in edges into ``col``."""
         layer = self.receiver_layer(col)
-        c_start = self.graph.receiver_block(layer)[0] if layer < self.graph.n_layers else len(self.graph.receivers) - 1
-        if bool(masks[:, :, :c_start].any()):
+        g = self.graph
+        c_start = g.receiver_block(layer)[0] if layer < g.n_layers else len(g.receivers) - 1
+        r = g.edge_cells[1]
+        if bool(patched[:, r < c_start].any()):
             return False
-        other = torch.ones(masks.shape[2], dtype=torch.bool)
-        other[col] = False
-        return bool((masks[:, :, other] == masks[:1, :, other]).all())
+        return not bool(((patched != patched[:1]).any(dim=0) & (r != col)).any())
 
     def logits(self, masks: Tensor, col: int) -> Tensor:
         """Logits [V*batch out_pos vocab] of the variants ``masks`` [V S R] (0/1, differing only in column
-        ``col``; ``applies`` must hold), the same bits as ``patched_logits`` of each variant alone."""
+        ``col``; ``applies`` must hold for their per-edge form), the same bits as ``patched_logits`` of each variant alone."""
         g, model = self.graph, self.model
         m = masks.to(self.patch[0].dtype)
-        V, B = m.shape[0], self.tokens.shape[0]
+        V = m.shape[0]
         layer = self.receiver_layer(col)
         g0 = self.first_varying_group(layer)
         state = _ResumeState(self, m, col, g0)
@@ -139,32 +139,29 @@ class _ResumeState(_PatchState):
     def contribution(self, n_groups: int, c0: int, c1: int, readout: int | None) -> Tensor | None:
         m, V = self.masks, self.V
         g0 = min(self.g0, n_groups)
-        total = self._shared(g0, c0, c1, readout)
+        total = self._shared(g0, c0, c1, readout)  # [1 cols B p D]
         if c0 <= self.col < c1:
-            own = self._column(g0, c0, c1, readout)
+            own = self._column(g0, readout)  # [V B p D]
             if own is not None:
-                base = total if total is not None else own.new_zeros(1, *own.shape[1:], c1 - c0)
+                base = total if total is not None else own.new_zeros(1, c1 - c0, *own.shape[1:])
                 total = base.expand(V, *base.shape[1:]).clone()
-                total[..., self.col - c0] = own
+                total[:, self.col - c0] = own
         for grp, d in zip(self.groups[g0:n_groups], self.diffs[g0:n_groups]):
-            block = m[:, grp.start:grp.start + grp.size, c0:c1]
+            rows = slice(grp.start, grp.start + grp.size)
+            block = m[:, rows, c0:c1]
             if d.numel() == 0 or not bool(block.any()):
                 continue
             if readout is not None:
-                d = d[:, :, [readout]]
-            if bool(self.same[grp.start:grp.start + grp.size, c0:c1].all()):  # one GEMM over every variant's rows
-                vd, b, p, dm, n = d.shape
-                term = (d.reshape(vd * b * p * dm, n) @ _pad_cols(block[0])).view(vd, b, p, dm, -1)[..., :c1 - c0]
-            else:
-                term = _weighted_each(d, block)
+                d = d[:, :, :, [readout]]
+            term = masked_sum(d, block[:1] if bool(self.same[rows, c0:c1].all()) else block)
             total = term if total is None else total + term
         if total is None:
             return None
-        return total.expand(V, *total.shape[1:]).permute(0, 1, 2, 4, 3)
+        return total.expand(V, *total.shape[1:]).permute(0, 2, 3, 1, 4)
 
     def _shared(self, g0: int, c0: int, c1: int, readout: int | None) -> Tensor | None:
         """Fold over the clean groups ``< g0`` into columns ``c0:c1`` with the masks every variant shares
-        (column ``col`` zeroed): [1 B pos D cols] or None; cached while those masks stay the same."""
+        (column ``col`` zeroed): [1 cols B pos D] or None; cached while those masks stay the same."""
         n = sum(grp.size for grp in self.groups[:g0])
         block = self.masks[0, :n, c0:c1].clone()
         if c0 <= self.col < c1:
@@ -177,29 +174,28 @@ class _ResumeState(_PatchState):
             return hit[1]
         total: Tensor | None = None
         for grp, d in zip(self.groups[:g0], self.diffs[:g0]):
-            b = block[grp.start:grp.start + grp.size][None]
+            b = block[grp.start:grp.start + grp.size]
             if not bool(b.any()):
                 continue
             if readout is not None:
-                d = d[:, :, [readout]]
-            term = _weighted(d, b)
+                d = d[:, :, :, [readout]]
+            term = masked_sum(d, b[None])
             total = term if total is None else total + term
         self.owner.shared[key] = (block, total)
         return total
 
-    def _column(self, g0: int, c0: int, c1: int, readout: int | None) -> Tensor | None:
-        """Per-variant fold of column ``col`` over the clean groups ``< g0``: [V|1 B pos D] or None. Each
-        term is the reference's GEMM (all ``c0:c1`` columns, so the same N), per variant where they differ."""
-        m, j = self.masks, self.col - c0
+    def _column(self, g0: int, readout: int | None) -> Tensor | None:
+        """Per-variant fold of column ``col`` over the clean groups ``< g0``: [V B pos D] or None. A group's
+        term is one GEMM whose rows are the variants' masks of that column (the reference's row for it)."""
+        m = self.masks
         total: Tensor | None = None
         for grp, d in zip(self.groups[:g0], self.diffs[:g0]):
-            rows = slice(grp.start, grp.start + grp.size)
-            if not bool(m[:, rows, self.col].any()):
+            col = m[:, grp.start:grp.start + grp.size, self.col]  # [V n]
+            if not bool(col.any()):
                 continue
             if readout is not None:
-                d = d[:, :, [readout]]
-            same = bool(self.same[rows, self.col].all())
-            term = (_weighted(d, m[:1, rows, c0:c1]) if same else _weighted_each(d, m[:, rows, c0:c1]))[..., j]
+                d = d[:, :, :, [readout]]
+            term = masked_sum(d, col.t()[None])[0]
             total = term if total is None else total + term
         return total
 

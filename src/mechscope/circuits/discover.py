@@ -6,8 +6,10 @@ batch); with ``readout=r`` it sees only position ``r`` (pos of length 1), with `
 position. Methods (registered in ``METHODS``; options are the method function's keyword arguments):
 
 * ``exact``: patch each edge alone (the oracle); option ``chunk`` (edges per forward).
-* ``eap``: edge attribution patching, one backward for every edge.
-* ``eap-ig``: EAP with integrated gradients; ``steps``, ``variant`` (``inputs`` | ``activations``), ``chunk``.
+* ``eap``: edge attribution patching, one backward for every edge; ``precision`` (``auto`` | ``full`` |
+  ``bf16``: the dtype of the sender x receiver contraction, ``gradient.contraction_dtype``).
+* ``eap-ig``: EAP with integrated gradients; ``steps``, ``variant`` (``inputs`` | ``activations``), ``chunk``,
+  ``precision``.
 * ``acdc``: Conmy et al.'s greedy pruning; ``threshold``, ``objective`` (``kl`` | ``metric``), ``batched``,
   ``chunk``, ``receivers``.
 

@@ -16,7 +16,9 @@ summed over batch and positions: attribution patching on the edge, the first-ord
   (completeness).
 
 The steps run as variants in the batch dimension, ``chunk`` variants per forward; ``inputs`` steps use the
-fast path too (an interpolated input is the embeddings shifted by ``f · (corrupted - clean)``).
+fast path too (an interpolated input is the embeddings shifted by ``f · (corrupted - clean)``). On the fast
+path ``precision`` picks the contraction's dtype (``contraction_dtype``: bf16 for large float32 graphs by
+default; its measured error vs float32 is in docs/circuits.md).
 """
 
 from __future__ import annotations

@@ -89,3 +89,13 @@ def test_edge_scores_save_and_load_round_trip(tmp_path) -> None:
     save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ConfigError, match="not an EdgeScores file"):
         EdgeScores.load(tmp_path / "other.safetensors")
+
+
+def test_eap_ig_takes_the_precision_too() -> None:
+    model = tiny_model("gpt2", d_model=64)
+    clean, corrupted = pair(1, vocab=model.cfg.d_vocab)
+    kw = dict(method="eap-ig", steps=3, chunk=2)
+    full = discover(model, clean, corrupted, logit_diff_metric(), precision="full", **kw)
+    half = discover(model, clean, corrupted, logit_diff_metric(), precision="bf16", **kw)
+    assert (full.info["precision"], half.info["precision"]) == ("float32", "bfloat16")
+    assert 0 < (full.scores - half.scores).abs().max() <= 1e-2 * full.scores.abs().max()

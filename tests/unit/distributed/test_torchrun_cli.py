@@ -27,7 +27,8 @@ def _torchrun(args: list[str], tmp: Path) -> dict[str, object]:
            "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "mechscope.cli.main", *args]
     env = os.environ | {"OMP_NUM_THREADS": "1", "MECHSCOPE_CACHE": str(tmp / "cache")}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]  # each rank's one-line user error
+    assert res.returncode == 0, "\n".join(errors) + "\n" + res.stderr[-3000:]
     return dict(json.loads(res.stdout.strip().splitlines()[-1]))
 
 

@@ -158,6 +158,10 @@ def scaling_summary(runs: Sequence[dict[str, float]], d_in: int, *, n_boot: int 
                        n_boot=n_boot)
     front = frontier(rows)
     out: dict[str, Any] = {"n_runs": len(rows), "d_in": d_in, "surface": surf.to_dict(), "frontier": front}
+    top = max(r["width"] * r["tokens"] for r in rows)  # compute-optimal points at the sweep's largest budget and beyond
+    out["compute_optimal"] = [{"compute": compute_flops(n, c / n, d_in), "width": n, "tokens": c / n,
+                               "loss": surf.loss(n, c / n)}
+                              for c in (top, 10 * top, 100 * top) for n in [surf.optimal_width(c)]]
     if len(front) >= 3:
         lc = fit_power_law([r["compute"] for r in front], [r["loss"] for r in front])
         wc = fit_power_law([r["compute"] for r in front], [r["width"] for r in front])

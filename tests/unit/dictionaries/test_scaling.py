@@ -62,6 +62,9 @@ def test_frontier_and_summary() -> None:
     out = scaling_summary([{"width": n, "tokens": d, "loss": v} for n, d, v in zip(ns, ds, ls)], d_in=64, n_boot=20)
     assert out["n_runs"] == 25 and out["loss_vs_compute"]["exponent"] < 0 < out["width_vs_compute"]["exponent"]
     assert out["frontier"][0]["compute"] == compute_flops(256, 2.5e5, 64)
+    opt = out["compute_optimal"]
+    assert opt[1]["compute"] == pytest.approx(10 * opt[0]["compute"]) and opt[0]["loss"] > opt[1]["loss"]
+    assert opt[1]["width"] / opt[0]["width"] == pytest.approx(10 ** out["surface"]["width_exponent"])
     # dead fraction and frequency per width come from each width's longest run; median frequency ~ k / N
     rows = [{"width": n, "tokens": d, "loss": 0.1, "dead_fraction": 0.01 * n / 256, "freq_median": 8 / n * (d / 1e6)}
             for n in (256, 512, 1024, 2048) for d in (1e5, 1e6)]

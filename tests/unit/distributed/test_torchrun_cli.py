@@ -27,7 +27,8 @@ def _torchrun(args: list[str], tmp: Path) -> dict[str, object]:
            "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "mechscope.cli.main", *args]
     env = os.environ | {"OMP_NUM_THREADS": "1", "MECHSCOPE_CACHE": str(tmp / "cache")}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]  # each rank's one-line user error
+    assert res.returncode == 0, "\n".join(errors) + "\n" + res.stderr[-3000:]
     return dict(json.loads(res.stdout.strip().splitlines()[-1]))
 
 
@@ -55,7 +56,7 @@ def test_torchrun_harvest_and_train_match_one_process(tmp_path: Path, monkeypatc
     a, b = (io.load(tmp_path / t / "dictionary").state_dict() for t in ("t1", "t2"))
     assert all((a[k] - b[k]).abs().max() <= 1e-6 for k in a)
     stream = ["dict", "stream", *harvest[2:8], "--corpus", str(tmp_path / "c.jsonl"), "--seq-len", "32",
-              "--no-estimate", *train[2:]]
+              "--no-estimate", *train[2:], "--steps", "8"]  # 600 rows: 9 batches of 64
     one = CliRunner().invoke(app, [*stream, "--out", str(tmp_path / "s1")])
     assert one.exit_code == 0, one.output
     info = _torchrun([*stream, "--out", str(tmp_path / "s2")], tmp_path)  # forward passes dealt over 2 ranks

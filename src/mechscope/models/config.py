@@ -20,6 +20,16 @@ from mechscope.validation import build, check_types
 
 FORMAT_VERSION = 1
 
+ADDED_DEFAULTS: dict[str, dict[str, Any]] = {
+    "": {"embed_scale": 1.0},
+    "attention": {"qk_norm": False, "sliding_window": None, "global_every": None},
+    "norm": {"post_sublayer": False},
+    "positional": {"local_rotary_base": None},
+}
+"""Fields added after format 1 (Gemma 3 / Qwen 3 support), per sub-config ("" = top level), with their
+defaults: ``to_dict`` leaves them out at these values, so a config that uses none of them serialises exactly
+as before (saved models, run identities and resume checks of older runs stay equal); ``from_dict`` fills them."""
+
 Activation = Literal["gelu", "gelu_new", "relu", "silu", "gelu_fast"]
 
 
@@ -250,6 +260,11 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with ``format_version``."""
         d = dataclasses.asdict(self)
+        for section, defaults in ADDED_DEFAULTS.items():
+            sub = d if not section else d[section]
+            for key, default in defaults.items():
+                if sub.get(key, default) == default:
+                    sub.pop(key, None)
         d["format_version"] = FORMAT_VERSION
         return d
 

@@ -287,3 +287,27 @@ def test_named_gemma_is_assembled_by_its_package(monkeypatch: pytest.MonkeyPatch
     (pkg / "__init__.py").write_text("def assemble():\n    raise FileNotFoundError('Missing chunk files: part2')\n")
     with pytest.raises(ModelNotInstalledError, match="could not be assembled.*part2.*pip install fake"):
         registry.locate_gguf("gemma3-270m")
+
+
+def test_configs_without_the_new_features_serialise_as_before() -> None:
+    """Fields added for Gemma/Qwen3 are left out of ``to_dict`` at their defaults, so runs and saved models
+    made before them keep their identity (a resumed training run compares these dicts)."""
+    from mechscope.models.config import AttentionConfig, ModelConfig, NormConfig, PositionalConfig
+
+    old = {"d_model": 8, "n_layers": 1, "d_vocab": 4, "n_ctx": 4,
+           "attention": {"n_heads": 2, "d_head": 4, "n_kv_heads": None, "qkv_bias": False, "out_bias": False,
+                         "scale": None},
+           "mlp": None, "norm": {"kind": "layernorm", "eps": 1e-05, "bias": True},
+           "positional": {"kind": "learned", "rotary_dim": None, "rotary_base": 10000.0},
+           "parallel_attn_mlp": False, "unembed_bias": False, "d_vocab_out": None, "name": "custom",
+           "architecture": "custom", "format_version": 1}
+    cfg = ModelConfig.from_dict(old)
+    assert cfg.to_dict() == old
+    new = cfg.replace(embed_scale=2.0, norm=NormConfig(post_sublayer=True),
+                      attention=AttentionConfig(n_heads=2, d_head=4, qk_norm=True, sliding_window=3, global_every=2),
+                      positional=PositionalConfig(kind="rotary", local_rotary_base=100.0))
+    d = new.to_dict()
+    assert (d["embed_scale"], d["norm"]["post_sublayer"], d["attention"]["global_every"]) == (2.0, True, 2)
+    assert ModelConfig.from_dict(d) == new
+    with pytest.raises(ConfigError, match="global_every"):
+        AttentionConfig(n_heads=2, d_head=4, global_every=2)  # without a window

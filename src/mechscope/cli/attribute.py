@@ -170,4 +170,7 @@ def fidelity(
         if as_json:
             typer.echo(json.dumps(res, indent=1))
         else:
-            typer.echo(f"CE recovered {res['ce_recovered']:.3f}; NMSE {res['nmse']}")
+            typer.echo(f"CE recovered {res['ce_recovered']:.3f} (CE {res['ce_clean']:.3f} clean, "
+                       f"{res['ce_replaced']:.3f} replaced, {res['ce_ablated']:.3f} ablated); NMSE {res['nmse']}")
+            for note in res["warnings"]:
+                typer.echo(f"warning: {note}")

@@ -5,11 +5,13 @@ full replacement (every covered MLP replaced at once, no error terms).
 MLP outputs: 1 means the replacement loses nothing, 0 no better than deleting those MLPs. As for
 ``dictionaries.evals``: when ablating barely moves the loss (gap < ``CE_GAP_WARN`` nats) the ratio divides by
 almost nothing, so a warning is raised and recorded under ``"warnings"``; ``ce_delta`` (replaced - clean) is the
-figure to read then. A negative ``ce_recovered`` (the replacement is worse than deleting the MLPs) is recorded too.
+figure to read then. A negative ``ce_recovered`` (the replacement is worse than deleting the MLPs), and a replaced loss above a uniform
+guess (``ln d_vocab``), are recorded too.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -29,9 +31,21 @@ def _ce(logits: Tensor, tokens: Tensor) -> float:
     return float(torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten()))
 
 
-def ce_notes(layers: Sequence[int], clean: float, ablated: float, replaced: float) -> list[str]:
-    """Why ``ce_recovered`` should not be read at face value: an ablation gap under ``CE_GAP_WARN`` nats, or a
-    replacement worse than the ablation (a negative ratio); empty when the ratio is meaningful."""
+def ce_notes(layers: Sequence[int], clean: float, ablated: float, replaced: float,
+             d_vocab: int | None = None) -> list[str]:
+    """Why ``ce_recovered`` should not be read at face value: an ablation gap under ``CE_GAP_WARN`` nats, a
+    replacement worse than the ablation (a negative ratio), or a replaced loss above a uniform guess over the
+    ``d_vocab`` tokens (``ln d_vocab``: the ratio can look fine because ablating is even worse); empty when the
+    ratio is meaningful."""
+    notes = []
+    if d_vocab is not None and replaced > math.log(d_vocab):
+        notes.append(f"the replaced model's CE {replaced:.4f} is above a uniform guess (ln {d_vocab} = "
+                     f"{math.log(d_vocab):.4f}): ce_recovered compares two broken models; read ce_delta "
+                     f"({replaced - clean:+.4f})")
+    return _ratio_notes(layers, clean, ablated, replaced) + notes
+
+
+def _ratio_notes(layers: Sequence[int], clean: float, ablated: float, replaced: float) -> list[str]:
     gap = ablated - clean
     if abs(gap) < CE_GAP_WARN:
         return [f"ce_recovered is unreliable: zero-ablating layers {list(layers)} changes the loss by only "
@@ -64,7 +78,7 @@ def replacement_fidelity(model: Any, transcoders: CrossLayerTranscoder | Sequenc
         ce_abl = _ce(model(tokens), tokens)
     gap = ce_abl - ce_clean
     recovered = (ce_abl - ce_rep) / gap if abs(gap) > 1e-12 else float("nan")
-    notes = ce_notes(layers, ce_clean, ce_abl, ce_rep)
+    notes = ce_notes(layers, ce_clean, ce_abl, ce_rep, int(model.cfg.d_vocab))
     for note in notes:
         warnings.warn(note, stacklevel=2)
     return {"layers": layers, "nmse": nmse, "ce_clean": ce_clean, "ce_replaced": ce_rep, "ce_ablated": ce_abl,

@@ -177,4 +177,27 @@ def fidelity(
         if as_json:
             typer.echo(json.dumps(res, indent=1))
         else:
-            typer.echo(f"CE recovered {res['ce_recovered']:.3f}; NMSE {res['nmse']}")
+            typer.echo(f"CE recovered {res['ce_recovered']:.3f} (CE {res['ce_clean']:.3f} clean, "
+                       f"{res['ce_replaced']:.3f} replaced, {res['ce_ablated']:.3f} ablated); NMSE {res['nmse']}")
+            for note in res["warnings"]:
+                typer.echo(f"warning: {note}")
+
+
+@app.command()
+def svg(
+    graph_json: Path = typer.Argument(..., help="A graph.json written by `attribute graph --out`."),
+    out: Path = typer.Option(..., "--out", help="The SVG file to write."),
+    max_edges: int | None = typer.Option(None, "--max-edges", min=1, help="Draw only the strongest edges."),
+    title: str = typer.Option("", "--title", help="Title line."),
+) -> None:
+    """Redraw a saved graph as a static SVG (e.g. with fewer edges than the pruned graph keeps)."""
+    with fail_cleanly():
+        from mechscope.attribution.svg import json_svg, write_svg
+        from mechscope.dictionaries.io import read_json
+        from mechscope.errors import ConfigError
+
+        data = read_json(graph_json)
+        if "nodes" not in data or "edges" not in data or "tokens" not in data:
+            raise ConfigError(f"{graph_json} is not a graph.json of `attribute graph` (needs nodes, edges, tokens)")
+        write_svg(out, json_svg(data, title=title, max_edges=max_edges))
+        typer.echo(str(out))

@@ -39,6 +39,14 @@ def test_attribute_graph_and_tokens_cli(tmp_path):
     assert (tmp_path / "g" / "graph.svg").read_text().startswith("<svg")
     saved = json.loads((tmp_path / "g" / "graph.json").read_text())
     assert saved["n_nodes_kept"] == len(saved["nodes"])
+    res = runner.invoke(app, ["attribute", "svg", str(tmp_path / "g" / "graph.json"), "--out",
+                              str(tmp_path / "small.svg"), "--max-edges", "3"])
+    assert res.exit_code == 0, res.output
+    small = (tmp_path / "small.svg").read_text()
+    assert small.startswith("<svg") and small.count("<line") == min(3, saved["n_edges_kept"])
+    assert small.count("<circle") + small.count("<rect x") == saved["n_nodes_kept"]
+    res = runner.invoke(app, ["attribute", "svg", str(tmp_path / "g" / "graph.svg"), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
     for method in ("ig", "patch"):
         res = runner.invoke(app, ["attribute", "tokens", "--model", str(model_dir), "--prompt", prompt,
                                   "--answer", "w9", "--wrong", "w4", "--method", method, "--json"])

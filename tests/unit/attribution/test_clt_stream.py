@@ -131,6 +131,9 @@ def test_fidelity_warns_when_the_ce_ratio_is_unreliable_or_negative():
     assert ce_notes([0], clean=3.0, ablated=4.0, replaced=3.5) == []
     assert "worse than zero-ablating layers [0, 1]" in ce_notes([0, 1], clean=3.0, ablated=4.0, replaced=4.5)[0]
     assert "unreliable" in ce_notes([2], clean=3.0, ablated=3.01, replaced=3.5)[0]
+    broken = ce_notes(list(range(30)), clean=3.49, ablated=25.99, replaced=11.59, d_vocab=49152)
+    assert len(broken) == 1 and "above a uniform guess (ln 49152 = 10.8027)" in broken[0]  # ratio 0.64 flatters
+    assert ce_notes([0], clean=3.0, ablated=4.0, replaced=3.5, d_vocab=49152) == []
     model = relu_model()  # its random MLPs barely matter: ablating them moves the loss by ~0.02 nats
     toks = torch.randint(0, model.cfg.d_vocab, (1, 8), generator=torch.Generator().manual_seed(1))
     with pytest.warns(UserWarning, match="unreliable"):

@@ -60,7 +60,7 @@ def test_planted_family_contexts_and_markdown() -> None:
     assert c1[0]["act"] > c1[1]["act"] > 0 and 0 < fam["children"][1]["freq"] < 0.5
     md = family_markdown(fam)
     assert md.startswith("4 → 6, parent 0") and md.count("\n| child ") == 2
-    assert "**⟦␣(⟧**" in md and "**⟦(⟧**" in md
+    assert "<b>⟦␣(⟧</b>" in md and "<b>⟦(⟧</b>" in md
     assert all(line.count(" | ") == 3 for line in md.splitlines() if line.startswith("| parent") or line.startswith("| child"))
     with pytest.raises(ConfigError, match="parent must be"):
         family_contexts(small, large, 4, rows, seqs, keep)
@@ -96,3 +96,14 @@ def test_held_out_sequences_match_the_model_and_held_out_rows() -> None:
     r, ids = held_out_rows(m, hook, corpus="stdlib-docs", n_rows=100, seq_len=16, batch_size=4)
     torch.testing.assert_close(r, rows[:100])
     assert ids.tolist() == seqs[keep][:100].tolist()
+
+
+def test_repeated_windows_are_shown_once() -> None:
+    small, large, rows, seqs, keep = _planted()
+    seqs[0] = seqs[1]  # the same text twice: child 1's second planted hit now repeats its first window
+    rows = rows.reshape(4, 7, 16)
+    rows[0, 2:4] = rows[1, 2:4]  # position 3 of sequence 0 (row 2) now fires as strongly as (1, 3)
+    fam = family_contexts(small, large, 0, rows.reshape(-1, 16), seqs, keep, n_examples=2, left=2, right=1)
+    c1 = fam["children"][0]["examples"]
+    assert len({(e["left"], e["token"], e["right"]) for e in c1}) == len(c1) == 2
+    assert (c1[1]["sequence"], c1[1]["position"]) == (0, 2) and c1[1]["act"] < c1[0]["act"]

@@ -54,18 +54,24 @@ def _columns(d: Any, rows: Float[Tensor, "r d"], latents: Sequence[int], batch: 
 
 def _examples(act: Float[Tensor, "n s"], seqs: Int[Tensor, "n s"], n: int, left: int, right: int,
               decode: Callable[[list[int]], str] | None) -> list[dict[str, Any]]:
+    """The top ``n`` positions of ``act`` as token windows, skipping repeats of an already shown window (corpora
+    repeat boilerplate, and the same text at the top three times says less than three different texts)."""
     flat = act.flatten()
-    top = flat.topk(min(n, flat.numel()))
-    out = []
+    top = flat.topk(min(8 * n, flat.numel()))
+    dec = decode if decode is not None else (lambda t: " ".join(f"<{x}>" for x in t))
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, str, str]] = set()
     for v, i in zip(top.values.tolist(), top.indices.tolist()):
-        if v <= 0:
+        if v <= 0 or len(out) == n:
             break
         r, c = divmod(i, act.shape[1])
         ids = seqs[r].tolist()
-        dec = decode if decode is not None else (lambda t: " ".join(f"<{x}>" for x in t))
-        out.append({"act": round(v, 3), "sequence": r, "position": c,
-                    "left": dec(ids[max(0, c - left):c]), "token": dec([ids[c]]),
-                    "right": dec(ids[c + 1:c + 1 + right])})
+        win = (dec(ids[max(0, c - left):c]), dec([ids[c]]), dec(ids[c + 1:c + 1 + right]))
+        if win in seen:
+            continue
+        seen.add(win)
+        out.append({"act": round(v, 3), "sequence": r, "position": c, "left": win[0], "token": win[1],
+                    "right": win[2]})
     return out
 
 
@@ -110,7 +116,8 @@ def md_escape(text: str) -> str:
 
 def _context_md(e: dict[str, Any]) -> str:
     tok = md_escape(e["token"]).replace(" ", "␣")  # the leading space matters ("(" vs " (")
-    return f"{md_escape(e['left'])}**⟦{tok}⟧**{md_escape(e['right'])} ({e['act']:.2g})"
+    # <b>, not **: a ``**`` run between punctuation (⟧) and a letter is not a closing delimiter in CommonMark
+    return f"{md_escape(e['left'])}<b>⟦{tok}⟧</b>{md_escape(e['right'])} ({e['act']:.2g})"
 
 
 def family_markdown(fam: dict[str, Any]) -> str:

@@ -18,8 +18,8 @@ from mechscope.experiments.scaling.contexts import held_out_sequences
 VOCAB = {0: "a", 1: " (", 2: "(", 3: "x|y", 4: "\n", 5: "*b*", 6: " c", 7: "<d>"}
 
 
-def _dict(dec: torch.Tensor) -> TopKDictionary:
-    d = TopKDictionary(TopKConfig(d_in=dec.shape[1], d_sae=dec.shape[0], k=1, b_dec_init="zeros"))
+def _dict(dec: torch.Tensor, hook: str | None = None) -> TopKDictionary:
+    d = TopKDictionary(TopKConfig(d_in=dec.shape[1], d_sae=dec.shape[0], k=1, b_dec_init="zeros", hook_name=hook))
     with torch.no_grad():
         d.W_dec.copy_(dec)
         d.W_enc.copy_(dec.T)
@@ -107,3 +107,33 @@ def test_repeated_windows_are_shown_once() -> None:
     c1 = fam["children"][0]["examples"]
     assert len({(e["left"], e["token"], e["right"]) for e in c1}) == len(c1) == 2
     assert (c1[1]["sequence"], c1[1]["position"]) == (0, 2) and c1[1]["act"] < c1[0]["act"]
+
+
+def test_family_cli_end_to_end_on_a_tiny_saved_model(tmp_path: Path) -> None:
+    import json
+
+    from tests.conftest import tiny_model
+
+    hook = "blocks.0.hook_resid_post"
+    m = tiny_model("llama", n_layers=2, d_vocab=300, n_ctx=128)
+    m.save(tmp_path / "model")
+    g = torch.Generator().manual_seed(1)
+    b = torch.linalg.qr(torch.randn(32, 32, generator=g))[0].T
+    kids = torch.nn.functional.normalize(b[0] + 0.6 * b[4:6], dim=1)
+    small, large = _dict(b[:4], hook), _dict(torch.cat([b[1:4], kids]), hook)  # parent 0 -> large latents 3, 4
+    io.save(small, tmp_path / "s")
+    io.save(large, tmp_path / "l")
+    args = ["dict", "family", str(tmp_path / "l"), str(tmp_path / "s"), "--parent", "4:0", "--model",
+            str(tmp_path / "model"), "--eval-rows", "100", "--examples", "2"]
+    res = CliRunner().invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    fam = json.loads(res.stdout)["families"][0]
+    assert fam["small_width"] == 4 and [c["latent"] for c in fam["children"]] == [3, 4]
+    rows, seqs, keep = held_out_sequences(m, hook, corpus="stdlib-docs", n_rows=100)
+    with torch.no_grad():
+        want = small.encode(rows)[:, 0].max()
+    assert fam["parent"]["examples"][0]["act"] == pytest.approx(float(want), abs=1e-3)
+    top = fam["parent"]["examples"][0]
+    assert top["token"] == f"<{int(seqs[top['sequence'], top['position']])}>"  # no tokenizer: ids shown
+    md = CliRunner().invoke(app, args)
+    assert md.exit_code == 0 and "4 → 5, parent 0" in md.stdout and md.stdout.count("| child ") == 2

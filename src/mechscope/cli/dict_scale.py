@@ -222,6 +222,59 @@ def _scaling_figure(rows: list[dict[str, float]], summary: dict[str, object]) ->
     return fig
 
 
+@app.command("family")
+def family_cmd(
+    dictionaries: list[Path] = typer.Argument(..., help="Dictionary or run directories of one hook, two or more widths."),
+    parent: list[str] = typer.Option(..., "--parent", help="WIDTH:LATENT, e.g. 512:261: that latent of the "
+                                     "WIDTH-wide dictionary and its children in the next wider one given."),
+    model: str = typer.Option("smollm2-135m", "--model", help="Model whose activations are encoded."),
+    model_dtype: str = typer.Option("float32", "--model-dtype", help="float32 | bfloat16 (as the store was harvested)."),
+    hook: str | None = typer.Option(None, "--hook", help="Hook (default: the first dictionary's)."),
+    corpus: str = typer.Option("stdlib-docs", "--corpus", help="Corpus whose validation split is searched."),
+    eval_rows: int = typer.Option(32768, "--eval-rows", help="Held-out tokens to search (whole 128-token sequences)."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Decoder cosine of a child to its parent."),
+    examples: int = typer.Option(3, "--examples", help="Top contexts per latent."),
+    left: int = typer.Option(10, "--left", help="Tokens shown before the activating token."),
+    right: int = typer.Option(3, "--right", help="Tokens shown after it."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (default: markdown tables)."),
+) -> None:
+    """Max-activating contexts of split families: a small dictionary's latent and its children in a wider one."""
+    import torch
+
+    from mechscope.experiments.dictionaries.run import load_dictionary_dir
+    from mechscope.experiments.scaling.contexts import family_contexts, family_markdown, held_out_sequences
+
+    with fail_cleanly():
+        if model_dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"--model-dtype must be float32 or bfloat16, got {model_dtype!r}")
+        if examples < 1 or left < 0 or right < 0 or eval_rows < 1:
+            raise ConfigError("--examples and --eval-rows must be >= 1, --left and --right >= 0")
+        ds = sorted((load_dictionary_dir(p) for p in dictionaries), key=lambda d: d.cfg.d_sae)
+        widths = [d.cfg.d_sae for d in ds]
+        pairs: list[tuple[int, int]] = []
+        for spec in parent:
+            w, _, lat = spec.partition(":")
+            if not (w.isdigit() and lat.isdigit()) or int(w) not in widths[:-1]:
+                raise ConfigError(f"--parent must be WIDTH:LATENT with WIDTH one of {widths[:-1]} (a wider "
+                                  f"dictionary must be given too), got {spec!r}")
+            pairs.append((widths.index(int(w)), int(lat)))
+        h = hook or ds[0].cfg.hook_name
+        if h is None:
+            raise ConfigError("the dictionary does not record its hook; pass --hook")
+        m = load_model(model).to(getattr(torch, model_dtype))
+        with torch.inference_mode():
+            rows, seqs, keep = held_out_sequences(m, h, corpus=corpus, n_rows=eval_rows)
+        rows = rows.clone()
+        tok = getattr(m, "tokenizer", None)
+        fams = [family_contexts(ds[i], ds[i + 1], p, rows, seqs, keep, threshold=threshold, n_examples=examples,
+                                left=left, right=right, decode=tok.to_string if tok is not None else None)
+                for i, p in pairs]
+    if as_json:
+        typer.echo(json.dumps({"hook": h, "eval_rows": int(rows.shape[0]), "families": fams}, indent=1))
+    else:
+        typer.echo("\n".join(family_markdown(f) for f in fams))
+
+
 @app.command("absorption")
 def absorption_cmd(
     dictionaries: list[Path] = typer.Argument(..., help="Dictionary or run directories (same hook) to compare."),

@@ -17,27 +17,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mechscope.errors import ConfigError
-
 
 def held_out_rows(model: Any, hook: str, *, corpus: str, n_rows: int, seq_len: int = 128, batch_size: int = 8,
                   tokenizer: str = "auto") -> tuple[Tensor, Tensor]:
     """``(rows [n d], token ids [n])`` of ``hook`` on the corpus's validation split (never trained on)."""
-    from mechscope.activations.source import ActivationSource, SourceConfig
-    from mechscope.experiments.dictionaries import corpus_split
+    from mechscope.experiments.scaling.contexts import held_out_sequences
 
-    src = ActivationSource(model, [hook], corpus_split(model, corpus, "val", tokenizer),
-                           SourceConfig(seq_len=seq_len, batch_size=batch_size))
-    rows, toks, have, s = [], [], 0, 0
-    while have < n_rows and s < src.n_sequences:
-        seqs = src.sequences(s, s + batch_size)
-        rows.append(src.activations(seqs)[hook].float())
-        toks.append(seqs[src.keep_mask(seqs)])
-        have += rows[-1].shape[0]
-        s += batch_size
-    if have < n_rows:
-        raise ConfigError(f"the validation split gives only {have} rows; ask for fewer --eval-rows")
-    return torch.cat(rows)[:n_rows], torch.cat(toks)[:n_rows]
+    rows, seqs, keep = held_out_sequences(model, hook, corpus=corpus, n_rows=n_rows, seq_len=seq_len,
+                                          batch_size=batch_size, tokenizer=tokenizer)
+    return rows[:n_rows], seqs[keep][:n_rows]
 
 
 @torch.no_grad()

@@ -36,9 +36,10 @@ def ce_notes(layers: Sequence[int], clean: float, ablated: float, replaced: floa
     """Why ``ce_recovered`` should not be read at face value: an ablation gap under ``CE_GAP_WARN`` nats, a
     replacement worse than the ablation (a negative ratio), or a replaced loss above a uniform guess over the
     ``d_vocab`` tokens (``ln d_vocab``: the ratio can look fine because ablating is even worse); empty when the
-    ratio is meaningful."""
+    ratio is meaningful. The uniform-guess note needs a clean model that beats a uniform guess (an untrained
+    model's clean loss is already above it, and replacing its MLPs breaks nothing)."""
     notes = []
-    if d_vocab is not None and replaced > math.log(d_vocab):
+    if d_vocab is not None and replaced > math.log(d_vocab) >= clean:
         notes.append(f"the replaced model's CE {replaced:.4f} is above a uniform guess (ln {d_vocab} = "
                      f"{math.log(d_vocab):.4f}): ce_recovered compares two broken models; read ce_delta "
                      f"({replaced - clean:+.4f})")

@@ -35,6 +35,12 @@ EXTRA_SECTIONS = [
 ]
 
 
+def _study_name(module: str) -> str:
+    """``mechscope.experiments.grokking.report`` -> ``grokking`` (a study's package, not its role module)."""
+    parts = module.split(".")
+    return parts[-2] if parts[-1] in ("report", "analysis", "run", "config") and len(parts) > 1 else parts[-1]
+
+
 @dataclass
 class TourResult:
     """What ``run_tour`` wrote."""
@@ -170,7 +176,7 @@ def run_tour(out_dir: str | Path = "out/tour", *, quick: bool = False, model: An
     result = TourResult(path=out / "index.html", seconds=0.0)
     sections: list[Section] = []
     steps: list[tuple[str, Callable[[], Section | None]]] = [(n, partial(f, model)) for n, f in CORE]
-    steps += [("case study: " + m.rsplit(".", 1)[-1], partial(_extra, m, out, model))
+    steps += [("case study: " + _study_name(m), partial(_extra, m, out, model))
               for m in (EXTRA_SECTIONS if extra is None else extra)]
     for i, (name, step) in enumerate(steps, 1):
         _log(f"[tour] ({i}/{len(steps)}) {name} ...")

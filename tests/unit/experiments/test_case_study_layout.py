@@ -86,3 +86,11 @@ def test_toy_report_alias_names_a_missing_attribute() -> None:
 
     with pytest.raises(AttributeError, match="no_such_thing"):
         alias.no_such_thing  # noqa: B018
+
+
+def test_tour_names_each_case_study_by_its_package() -> None:
+    from mechscope.experiments.tour import EXTRA_SECTIONS, _study_name
+
+    assert [_study_name(m) for m in EXTRA_SECTIONS] == ["ioi", "induction", "grokking", "superposition",
+                                                         "dictionaries"]
+    assert _study_name("mypkg.study") == "study"

@@ -16,9 +16,8 @@ QUERIES = ["object", "OBJ", "ob", "o", "100%", "%", "_case", "_", '"phrase"', '"
            "script>", "alert('", "line\nb", "ab", "zzz", "e", "  ", "a_b%c", "b%"]
 
 
-@pytest.fixture
-def db(tmp_path):
-    d = FeatureDB.open(tmp_path / "s.db")
+def fill(d: FeatureDB) -> None:
+    """Both explanation sets of ``TEXTS`` (the second upper-cased), densities and one score per feature."""
     with d.transaction():
         d.put_model("m", {})
         d.put_dictionary("d", "m", "h", "sae", len(TEXTS) * 2, {})
@@ -30,6 +29,12 @@ def db(tmp_path):
             d.put_explanation("d", f, "e1", text)
             d.put_explanation("d", f + len(TEXTS), "e2", text.upper())
             d.put_score("d", f, "e1", "detection", (f % 5) / 5, 10, {})
+
+
+@pytest.fixture
+def db(tmp_path):
+    d = FeatureDB.open(tmp_path / "s.db")
+    fill(d)
     yield d
     d.close()
 

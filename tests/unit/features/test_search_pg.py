@@ -9,21 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 from mechscope.features.db import FeatureDB
 from mechscope.features.schema import TRGM_INDEX
 from tests.unit.features.postgres import postgres_server
-from tests.unit.features.test_search import QUERIES, TEXTS
-
-
-def _fill(d: FeatureDB) -> None:
-    with d.transaction():
-        d.put_model("m", {})
-        d.put_dictionary("d", "m", "h", "sae", len(TEXTS) * 2, {})
-        hist = '{"edges": [], "counts": []}'
-        d.executemany("INSERT INTO features (dictionary, feature, density, mean_act, max_act, n_fired, histogram) "
-                      "VALUES (?, ?, ?, ?, ?, ?, ?)", [("d", f, 0.01 * ((7 * f) % 11), 1.0, 2.0, 5, hist)
-                                                       for f in range(len(TEXTS) * 2)])
-        for f, text in enumerate(TEXTS):
-            d.put_explanation("d", f, "e1", text)
-            d.put_explanation("d", f + len(TEXTS), "e2", text.upper())
-            d.put_score("d", f, "e1", "detection", (f % 5) / 5, 10, {})
+from tests.unit.features.test_search import QUERIES, TEXTS, fill
 
 
 def _plan(d: FeatureDB, q: str) -> str:
@@ -43,7 +29,7 @@ def _other(url: str, user: str, dbname: str) -> str:
 def test_pg_trgm_index_serves_search_and_a_role_without_it_falls_back():
     with postgres_server() as url:
         db = FeatureDB.open(url)
-        _fill(db)
+        fill(db)
         assert db.trgm and db.search_index == "pg_trgm"
         assert db.query("SELECT indexdef FROM pg_indexes WHERE indexname = ?", (TRGM_INDEX,))[0]["indexdef"].endswith(
             "USING gin (lower(text) gin_trgm_ops)")
@@ -72,7 +58,7 @@ def test_pg_trgm_index_serves_search_and_a_role_without_it_falls_back():
         plain = FeatureDB.open(_other(url, "team_reader", "team"))
         assert not plain.trgm and plain.search_index.startswith("none: pg_trgm is not available here")
         assert "permission denied" in plain.search_index and "LIKE scan" in plain.search_index, plain.search_index
-        _fill(plain)
+        fill(plain)
         for q in ("object", "OBJ", "100%", "_case", "école", "script>"):
             assert plain.search(q, limit=1000) == expected[q, "density"], q
         plain.close()

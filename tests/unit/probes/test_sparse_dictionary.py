@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,3 +68,14 @@ def test_dictionary_on_a_non_block_hook_is_refused() -> None:
     sae = TopKDictionary(TopKConfig(d_in=32, d_sae=16, k=2, hook_name="hook_embed"))
     with pytest.raises(ConfigError, match="not a block hook"):
         probe_dictionary_compound(tiny_model("gpt2", n_ctx=64), sae, toks, doc_ids(toks, 2), 5, 7)
+
+
+def test_compound_corpus_and_tokens_shared_by_both_studies() -> None:
+    from mechscope.data.corpus import load_tokenizer
+    from mechscope.experiments.compound_words.run import compound_corpus, compound_tokens
+
+    tokens, docs = compound_corpus("stdlib-docs", 3)
+    assert tokens.shape == docs.shape and int(docs.max()) == 2 and (np.diff(docs) >= 0).all()
+    tok = load_tokenizer("smollm2")
+    a, b = compound_tokens(tok, "context manager")
+    assert tok.to_string([a]) == " context" and tok.to_string([b]) == " manager"

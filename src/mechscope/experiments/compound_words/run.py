@@ -118,26 +118,36 @@ def top_activations(model: Any, tokens: np.ndarray, neurons: list[tuple[int, int
     return out
 
 
+def compound_corpus(corpus: str, max_documents: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The corpus's SmolLM2 tokens (all documents in one train split) and each token's document id."""
+    from mechscope.data.corpus import CorpusConfig, load_corpus
+
+    c = load_corpus(CorpusConfig(source=corpus, tokenizer="smollm2", val_fraction=0.0, max_documents=max_documents))
+    tokens = np.asarray(c.train.tokens)
+    return tokens, doc_ids(tokens, c.train.separator)
+
+
+def compound_tokens(tok: Any, compound: str) -> tuple[int, int]:
+    """The token ids of " A" and " B" for the compound "A B" (each must be one token)."""
+    first, second = compound.split()
+    return tok.to_single_token(" " + first), tok.to_single_token(" " + second)
+
+
 def run(model_name: str | Any, *, corpus: str = "stdlib-docs", max_documents: int | None = None,
         compounds: tuple[str, ...] = COMPOUNDS, ranking: str = "mean_diff", milp: bool = False,
         out: Path | None = None, seed: int = 0) -> dict[str, Any]:
     """``{"results": [{"feature", "layer", "f1_at_k", "top_neurons", ...}]}`` for every compound found."""
-    from mechscope.data.corpus import CorpusConfig, load_corpus
-
     if isinstance(model_name, str):
         from mechscope.cli.common import load_model
 
         model = load_model(model_name)
     else:
         model = model_name
-    c = load_corpus(CorpusConfig(source=corpus, tokenizer="smollm2", val_fraction=0.0, max_documents=max_documents))
-    tokens = np.asarray(c.train.tokens)
-    docs = doc_ids(tokens, c.train.separator)
+    tokens, docs = compound_corpus(corpus, max_documents)
     tok = model.tokenizer
     results = []
     for comp in compounds:
-        first, second = comp.split()
-        a, b = tok.to_single_token(" " + first), tok.to_single_token(" " + second)
+        a, b = compound_tokens(tok, comp)
         r = probe_compound(model, tokens, docs, a, b, ranking=ranking, milp=milp, seed=seed)
         results.append({"feature": comp, **r})
     tops = top_activations(model, tokens, [tuple(r["top_neurons"][0]) for r in results], tok, seed=seed)  # type: ignore[misc]
@@ -169,4 +179,4 @@ def f1_figure(results: list[dict[str, Any]]) -> Any:
     return fig
 
 
-__all__ = ["COMPOUNDS", "compound_examples", "doc_ids", "f1_figure", "probe_compound", "run", "top_activations"]
+__all__ = ["COMPOUNDS", "compound_corpus", "compound_examples", "compound_tokens", "doc_ids", "f1_figure", "probe_compound", "run", "top_activations"]

@@ -23,7 +23,14 @@ import numpy as np
 import torch
 
 from mechscope.errors import ConfigError
-from mechscope.experiments.compound_words import COMPOUNDS, KS, compound_examples, doc_ids, windows
+from mechscope.experiments.compound_words.run import (
+    COMPOUNDS,
+    KS,
+    compound_corpus,
+    compound_examples,
+    compound_tokens,
+    windows,
+)
 
 BASES = ("latents", "neurons", "pca", "resid")
 
@@ -77,7 +84,6 @@ def run(model_name: str | Any, dictionary_dir: str | Path, *, corpus: str = "std
         max_documents: int | None = None, compounds: tuple[str, ...] = COMPOUNDS, ranking: str = "mean_diff",
         out: Path | None = None, seed: int = 0) -> dict[str, Any]:
     """``{"results": [{"feature", "layer", "f1_at_k" (latents), "f1_at_k_neurons", "f1_at_k_pca", ...}]}``."""
-    from mechscope.data.corpus import CorpusConfig, load_corpus
     from mechscope.dictionaries.io import load
 
     model: Any = model_name
@@ -87,14 +93,11 @@ def run(model_name: str | Any, dictionary_dir: str | Path, *, corpus: str = "std
         model = load_model(model_name)
     dictionary = load(dictionary_dir, d_in=int(model.cfg.d_model)).eval()
     model.hook_names([dictionary.cfg.hook_name])  # an unknown hook -> HookNameError with close matches
-    c = load_corpus(CorpusConfig(source=corpus, tokenizer="smollm2", val_fraction=0.0, max_documents=max_documents))
-    tokens = np.asarray(c.train.tokens)
-    docs = doc_ids(tokens, c.train.separator)
+    tokens, docs = compound_corpus(corpus, max_documents)
     tok = model.tokenizer
     results = []
     for comp in compounds:
-        first, second = comp.split()
-        a, b = tok.to_single_token(" " + first), tok.to_single_token(" " + second)
+        a, b = compound_tokens(tok, comp)
         results.append({"feature": comp, **probe_dictionary_compound(model, dictionary, tokens, docs, a, b,
                                                                      ranking=ranking, seed=seed)})
     if out is not None:

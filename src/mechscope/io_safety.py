@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mechscope.errors import LockedError
+from mechscope.errors import LockedError, MechscopeError
 
 CRASH_ENV = "MECHSCOPE_CRASH_AT"
 LOCK_FILE = ".mechscope.lock"
@@ -92,6 +92,18 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike[str], data: Any, indent: int | None = 1) -> Path:
     """Atomically replace ``path`` with ``data`` as JSON."""
     return atomic_write_text(path, json.dumps(data, indent=indent))
+
+
+def read_json_object(path: Path, error: type[MechscopeError]) -> dict[str, Any]:
+    """The JSON object in an existing file ``path``; ``error`` names a truncated/corrupted file or a non-object
+    (the reader of what ``atomic_write_json`` writes; callers check that the file exists with their own hint)."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path} is not valid JSON (truncated or corrupted?): {e}") from e
+    if not isinstance(data, dict):
+        raise error(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
 
 
 # -- atomic directories ----------------------------------------------------------------------------

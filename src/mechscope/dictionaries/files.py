@@ -7,7 +7,6 @@ users). Every write goes through ``mechscope.io_safety`` (unique temporary, fsyn
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +43,7 @@ def read_json(path: Path) -> dict[str, Any]:
     """Parse a JSON object file or raise ``ModelFileError``."""
     if not path.is_file():
         raise ModelFileError(f"{path} does not exist; expected a dictionary directory with {path.name}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{path} is not valid JSON (truncated or corrupted?): {e}") from e
-    if not isinstance(data, dict):
-        raise ModelFileError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
+    return io_safety.read_json_object(path, ModelFileError)
 
 
 def read_tensors(path: Path) -> dict[str, Tensor]:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from mechscope.errors import ConfigError, MechscopeError, ModelFileError, ModelNotInstalledError
+from mechscope.io_safety import read_json_object
 from mechscope.models.adapters import adapter_for
 from mechscope.models.transformer import HookedTransformer, load_state
 
@@ -69,7 +70,6 @@ def refuse_remote_code(path: Path) -> None:
     transformers' ``trust_remote_code=True``, which executes arbitrary Python from the directory;
     mechscope never passes it (every load is ``trust_remote_code=False``).
     """
-    import json
 
     from mechscope.errors import UntrustedCodeError
 
@@ -181,12 +181,7 @@ def _load_dir(p: Path, dtype: torch.dtype) -> HookedTransformer:
     if not cfg_path.is_file():
         raise ModelFileError(f"{p} has no config.json: a model directory holds config.json plus weights "
                              "(model.safetensors), as written by model.save(dir) or transformers' save_pretrained")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{cfg_path} is not valid JSON (truncated or corrupted?): {e}") from e
-    if not isinstance(cfg, dict):
-        raise ModelFileError(f"{cfg_path} must hold a JSON object, got {type(cfg).__name__}")
+    cfg = read_json_object(cfg_path, ModelFileError)
     if "format_version" in cfg:  # ours: HookedTransformer.load names a missing weights file
         return HookedTransformer.load(p).to(dtype)
     if "model_type" not in cfg:

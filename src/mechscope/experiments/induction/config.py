@@ -21,12 +21,12 @@ previous-token heads, K-composition partners with a random baseline, the phase-c
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from mechscope.errors import ConfigError
+from mechscope.io_safety import read_json_object
 from mechscope.validation import check_types
 
 ICL_EARLY = (40, 50)
@@ -191,10 +191,5 @@ def load_config(out_dir: str | Path) -> InductionConfig:
                           "`mechscope induction train --out DIR`)")
     from mechscope.validation import build
 
-    try:
-        stored = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p} is not valid JSON (truncated or corrupted?): {e}") from e
-    if not isinstance(stored, dict):
-        raise ConfigError(f"{p} must hold a JSON object, got {type(stored).__name__}")
+    stored = read_json_object(p, ConfigError)
     return build(InductionConfig, {**LEGACY_DEFAULTS, **stored}, f"{p}: ")

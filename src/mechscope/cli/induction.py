@@ -107,3 +107,8 @@ def analyze_cmd(
     for key in ("induction_heads", "prev_token_heads", "k_composition_top"):
         if key in pub:
             typer.echo(f"{key}: {pub[key][:5]}")
+    if "circuit" in pub:
+        c = pub["circuit"]
+        failed = [k for k, ok in c["checks"].items() if not ok]
+        typer.echo("circuit: induction head fed by a previous-token head: "
+                   + ("formed" if c["formed"] else f"not formed (failed: {', '.join(failed)})"))

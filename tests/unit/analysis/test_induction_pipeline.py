@@ -31,6 +31,17 @@ def test_train_analyze_and_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert len(pub["skip_trigrams"]) == 20 and "logit_effect" in pub["skip_trigrams"][0]
     assert all(len(row) == 4 and row[3] == pub["composition_baseline"] for row in pub["k_composition_top"])
     assert [r["step"] for r in [{"step": s} for s in result["_curve"]["step"]]] == [0, 2, 4]
+    # four updates form no circuit, and the verdict says which criteria failed
+    best = pub["best_induction_head"]
+    assert len(best["key_path_drops"]) == 2 and best["causal_partner"][1] in (0, 1)
+    assert pub["circuit"]["formed"] is False and not pub["circuit"]["checks"]["induction_head"]
+    from typer.testing import CliRunner
+
+    from mechscope.cli.induction import app
+
+    text = CliRunner().invoke(app, ["analyze", str(tmp_path / "run")])
+    assert text.exit_code == 0 and "circuit: induction head fed by a previous-token head: not formed (failed: " \
+        "induction_head" in text.output, text.output
     # a finished run is not retrained
     assert train(cfg, tmp_path / "run", progress=False)["two_layer"] == "already trained"
     # a run saved before pos_init existed reads back as what it was: random initial positions

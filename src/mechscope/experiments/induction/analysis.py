@@ -94,30 +94,68 @@ def _trigram_section(m1: Any, tok: Any, filler: int, sep: int) -> dict[str, Any]
             "copying_heads": rank_heads(cs.eig_ratio, m1.cfg.n_heads)}
 
 
+FORMED_INDUCTION = 0.5
+"""A layer-1 head "is an induction head" at this induction score (8 × 100 random tokens repeated; chance ≈ 0.01)."""
+FORMED_PREV_TOKEN = 0.5
+"""Its partner "is a previous-token head" when at least half of its attention goes one token back."""
+FORMED_KEY_SHARE = 0.5
+"""The induction head "is fed by" the partner when removing the partner from its key input alone takes away at
+least this share of its induction score."""
+
+
+def circuit_verdict(best: dict[str, Any]) -> dict[str, Any]:
+    """Did the two-layer model form an induction head fed by a previous-token head? The criteria, each checked.
+
+    "Fed by" is tested causally: the partner is the layer-0 head whose removal from the induction head's key
+    input lowers its induction score most (``analysis.key_paths``); the weight-based K-composition rank of that
+    head is reported beside it, not required (the weight score is a proxy that can rank a head first that the
+    key does not depend on).
+    """
+    checks = {"induction_head": best["induction"] >= FORMED_INDUCTION,
+              "partner_is_previous_token_head": best["causal_partner_prev_token"] >= FORMED_PREV_TOKEN,
+              "key_fed_by_partner": best["causal_partner_share"] >= FORMED_KEY_SHARE}
+    return {"formed": all(checks.values()), "checks": checks,
+            "thresholds": {"induction": FORMED_INDUCTION, "prev_token": FORMED_PREV_TOKEN,
+                           "key_share": FORMED_KEY_SHARE}}
+
+
 def _two_layer_section(m2: Any, cfg: InductionConfig, d_vocab: int) -> dict[str, Any]:
-    from mechscope.analysis.heads import detect_heads, rank_heads
+    from mechscope.analysis.heads import detect_heads, induction_target, rank_heads, repeated_tokens
+    from mechscope.analysis.key_paths import key_path_effects
     from mechscope.analysis.weights import composition_scores
 
-    hs = detect_heads(m2, half_len=min(100, (cfg.n_ctx - 1) // 2), batch=8, seed=2,
-                      token_range=probe_range(cfg.tokenizer, d_vocab))
+    lo, hi = probe_range(cfg.tokenizer, d_vocab)
+    tokens = repeated_tokens(d_vocab, min(100, (cfg.n_ctx - 1) // 2), 8, seed=2, low=lo, high=hi)
+    hs = detect_heads(m2, tokens)
+    target = induction_target(tokens)
+    target[:, :, 0] = 0.0  # as detect_heads (skip_first)
+    drop, _ = key_path_effects(m2, tokens, target, sender_layer=0, receiver_layer=1)  # [l0 head, l1 head]
     comp = composition_scores(m2)
     k01 = comp.k[0, :, 1, :]  # [layer-0 head, layer-1 head]
     order = torch.argsort(k01.flatten(), descending=True)[:8]
     n_h = m2.cfg.n_heads
     best = int(hs.induction[1].argmax())
     partner = int(k01[:, best].argmax())
+    causal = int(drop[:, best].argmax())
+    ind = float(hs.induction[1, best])
+    best_head = {"layer": 1, "head": best, "induction": round(ind, 4),
+                 "k_partner": [0, partner], "k_score": round(float(k01[partner, best]), 4),
+                 "k_partner_rank_in_column": int((k01[:, best] > k01[partner, best]).sum()) + 1,
+                 "partner_prev_token": round(float(hs.previous_token[0, partner]), 4),
+                 "causal_partner": [0, causal], "causal_partner_drop": round(float(drop[causal, best]), 4),
+                 "causal_partner_share": round(float(drop[causal, best]) / max(ind, 1e-9), 4),
+                 "causal_partner_prev_token": round(float(hs.previous_token[0, causal]), 4),
+                 "causal_partner_k_rank": int((k01[:, best] > k01[causal, best]).sum()) + 1,
+                 "key_path_drops": [round(float(x), 4) for x in drop[:, best]]}
     return {
         "induction_heads": rank_heads(hs.induction, 8), "prev_token_heads": rank_heads(hs.previous_token, 8),
         "duplicate_token_heads": rank_heads(hs.duplicate_token, 5), "chance": hs.chance,
         "k_composition_top": [[int(i) // n_h, int(i) % n_h, round(float(k01.flatten()[i]), 4),
                                round(comp.baseline, 4)] for i in order],
-        "best_induction_head": {"layer": 1, "head": best, "induction": round(float(hs.induction[1, best]), 4),
-                                "k_partner": [0, partner], "k_score": round(float(k01[partner, best]), 4),
-                                "k_partner_rank_in_column": int((k01[:, best] > k01[partner, best]).sum()) + 1,
-                                "partner_prev_token": round(float(hs.previous_token[0, partner]), 4)},
+        "best_induction_head": best_head, "circuit": circuit_verdict(best_head),
         "composition_baseline": round(comp.baseline, 4),
         "_scores": {"induction": hs.induction, "prev": hs.previous_token, "k": k01, "q": comp.q[0, :, 1, :],
-                    "v": comp.v[0, :, 1, :]},
+                    "v": comp.v[0, :, 1, :], "key_path": drop},
     }
 
 

@@ -34,8 +34,9 @@ def train_cmd(
     lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate."),
     warmup_steps: int = typer.Option(100, "--warmup-steps", min=0, help="Linear learning-rate warm-up updates."),
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="AdamW weight decay."),
-    repeat_frac: float = typer.Option(0.75, "--repeat-frac", help="Fraction of two-layer training sequences whose "
-                                      "second half repeats their first (0: the corpus as is)."),
+    repeat_frac: float = typer.Option(0.75, "--repeat-frac", help="Fraction of two-layer training sequences that "
+                                      "end with a copy of an earlier span of themselves, at a random offset (0: the "
+                                      "corpus as is)."),
     stop_at_induction: float | None = typer.Option(None, "--stop-at-induction", help="Stop the two-layer model "
                                                    "once its induction score is >= this and has plateaued."),
     precision: str = typer.Option("float32", "--precision", help="float32, or bfloat16 (autocast; float32 weights "

@@ -111,3 +111,17 @@ def test_repeated_batches_and_plateau_stop() -> None:
     with pytest.raises(ConfigError, match="val_sequences"):
         InductionConfig(val_sequences=0)
     assert InductionConfig(positional="shortformer").positional == "shortformer"
+
+
+def test_cli_train_defaults_are_the_config_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mechscope induction train --out DIR` with no other option trains exactly ``InductionConfig()``."""
+    from typer.testing import CliRunner
+
+    import mechscope.experiments.induction.run as run_module
+    from mechscope.cli.induction import app
+
+    seen: list[InductionConfig] = []
+    monkeypatch.setattr(run_module, "train", lambda cfg, out, **kw: seen.append(cfg) or {})
+    res = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    assert seen == [InductionConfig()]

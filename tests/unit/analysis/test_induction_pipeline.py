@@ -38,7 +38,9 @@ def test_train_analyze_and_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     from typer.testing import CliRunner
 
     from mechscope.cli.induction import app
+    from mechscope.experiments.induction.report import summary_html
 
+    assert "Induction head fed by a previous-token head: not formed</b> (failed: induction_head" in summary_html(result)
     text = CliRunner().invoke(app, ["analyze", str(tmp_path / "run")])
     assert text.exit_code == 0 and "circuit: induction head fed by a previous-token head: not formed (failed: " \
         "induction_head" in text.output, text.output

@@ -96,6 +96,7 @@ def test_induction_analyze_img_at_short_context(tmp_path: Path, monkeypatch: pyt
     res = CliRunner().invoke(app, ["analyze", str(tmp_path / "run"), "--img", str(tmp_path / "img"), "--json"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "img" / "attention.html").is_file() and (tmp_path / "img" / "k_composition.png").is_file()
+    assert (tmp_path / "img" / "key_path.png").is_file()
 
 
 def test_grokking_quick_preset_is_selectable_from_the_cli() -> None:

@@ -34,6 +34,10 @@ def figures(result: dict[str, Any], img_dir: str | Path) -> dict[str, Path]:
             fig = heatmap(s[kind], title=f"{kind.upper()}-composition, layer 0 → layer 1 (random baseline {base:.3f})",
                           xlabel="layer-1 head", ylabel="layer-0 head", vmin=0)
             paths[f"{kind}_composition"] = save_figure(fig, out / f"{kind}_composition.png")
+        if "key_path" in s:
+            fig = heatmap(s["key_path"], title="causal K-composition: induction score lost when a layer-0 head is "
+                          "removed from a layer-1 head's key input", xlabel="layer-1 head", ylabel="layer-0 head")
+            paths["key_path"] = save_figure(fig, out / "key_path.png")
         both = torch.stack([s["prev"][0], s["induction"][1]])
         fig = heatmap(both, title="previous-token score (layer 0) / induction score (layer 1)", xlabel="head",
                       yticklabels=["L0 prev-token", "L1 induction"], vmin=0, vmax=1)
@@ -52,13 +56,13 @@ def figures(result: dict[str, Any], img_dir: str | Path) -> dict[str, Path]:
 
 
 def _two_layer_attention(result: dict[str, Any], path: Path) -> Path:
-    """Attention page of the trained model's best induction head and its K-composition partner."""
+    """Attention page of the trained model's best induction head and the layer-0 head its key depends on most."""
     from mechscope.analysis.heads import repeated_tokens
     from mechscope.viz.attention import attention_page
 
     model, tok, text = result["_two_layer"]
     best = result["best_induction_head"]
-    heads = [(0, int(best["k_partner"][1])), (1, int(best["head"]))]
+    heads = [(0, int(best.get("causal_partner", best["k_partner"])[1])), (1, int(best["head"]))]
     lo, hi = (32, 127) if model.cfg.d_vocab == 257 else (16, model.cfg.d_vocab - 1)
     rnd = repeated_tokens(model.cfg.d_vocab, min(24, model.cfg.n_ctx // 2), batch=1, seed=3, low=lo, high=hi)[0]
 
@@ -113,6 +117,11 @@ def summary_html(result: dict[str, Any], images: dict[str, Path] | None = None) 
                                    "icl_halfway_step", "skip_trigrams_verified") if k in result}
     if head:
         parts.append(table_html([head]))
+    if "circuit" in result:
+        c = result["circuit"]
+        failed = ", ".join(k for k, ok in c["checks"].items() if not ok)
+        parts.append(f"<p><b>Induction head fed by a previous-token head: {'formed' if c['formed'] else 'not formed'}"
+                     f"</b>{'' if c['formed'] else f' (failed: {failed})'}; thresholds {c['thresholds']}.</p>")
     if "best_induction_head" in result:
         parts.append(table_html([{k: str(v) for k, v in result["best_induction_head"].items()}]))
     if "skip_trigrams" in result:

@@ -100,6 +100,15 @@ def test_repeated_batches_and_plateau_stop() -> None:
     again = RepeatedBatches(Counter(), 0.5, seed=3)
     again.load_state(meta, {})
     assert torch.equal(again.next_batch(), nxt)  # resuming reproduces the draws
+    # the cool-down: after `until` batches the rows are the corpus as is, also after a resume
+    cool = RepeatedBatches(Counter(), 1.0, seed=3, until=2)
+    copied = [not torch.equal(cool.next_batch(), Counter().next_batch()) for _ in range(2)]
+    meta, _ = cool.state()
+    resumed = RepeatedBatches(Counter(), 1.0, seed=3, until=2)
+    resumed.load_state(meta, {})
+    assert copied == [True, True] and torch.equal(resumed.next_batch(), Counter().next_batch())
+    with pytest.raises(ConfigError, match="cooldown_steps"):
+        InductionConfig(steps=100, cooldown_steps=100)
     stop = _plateau_stop(InductionConfig(stop_at_induction=0.5, plateau_evals=3))
     assert [stop({"induction_best": v}) for v in (0.1, 0.6, 0.61, 0.3, 0.6, 0.62, 0.61)] == \
         [False, False, False, False, False, False, True]
@@ -127,3 +136,31 @@ def test_cli_train_defaults_are_the_config_defaults(tmp_path: Path, monkeypatch:
     res = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "run")])
     assert res.exit_code == 0, res.output
     assert seen == [InductionConfig()]
+
+
+def test_cooldown_added_by_resuming_equals_a_run_made_with_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished copy-curriculum run continued with ``--steps N+C --cooldown-steps C`` is bit for bit the run
+    trained with those settings from the start (how the recorded seeds got their cool-down)."""
+    import dataclasses
+
+    from mechscope.models.transformer import HookedTransformer
+
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path / "cache"))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(60):
+        (docs / f"{i}.txt").write_text(f"def f{i}(x):\n    return x + {i}\n" * 30)
+    base = InductionConfig(corpus=str(docs), tokenizer="bytes", vocab_size=None, n_ctx=64, d_model=16, n_heads=2,
+                           d_head=8, batch_size=2, steps=4, eval_every=2, checkpoint_every=2, warmup_steps=1,
+                           repeat_frac=1.0)
+    cooled = dataclasses.replace(base, steps=6, cooldown_steps=2)
+    train(base, tmp_path / "a", progress=False, only=("two_layer",))
+    train(cooled, tmp_path / "a", progress=False, only=("two_layer",), resume=True)
+    train(cooled, tmp_path / "b", progress=False, only=("two_layer",))
+    a = HookedTransformer.load(tmp_path / "a" / "two_layer" / "final").state_dict()
+    b = HookedTransformer.load(tmp_path / "b" / "two_layer" / "final").state_dict()
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    no_cool = dataclasses.replace(base, steps=6)
+    train(no_cool, tmp_path / "c", progress=False, only=("two_layer",))
+    c = HookedTransformer.load(tmp_path / "c" / "two_layer" / "final").state_dict()
+    assert not all(a[k].equal(c[k]) for k in a)  # the cool-down batches differ from copy batches

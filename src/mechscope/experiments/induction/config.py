@@ -94,6 +94,10 @@ class InductionConfig:
     """Fraction of each two-layer batch's sequences that end with a copy of an earlier span of themselves
     (real text, copied at a random offset; see ``RepeatedBatches``): a curriculum that makes in-context
     copying pay from the first steps. 0 trains on the corpus as is."""
+    cooldown_steps: int = 0
+    """The last N of ``steps`` updates read the corpus as is (no copies): a natural-text cool-down after the
+    copy curriculum, so the model stops expecting a copy where nothing repeats (the curriculum alone leaves
+    late tokens of natural text predicted worse than early ones). 0 = copies to the end."""
     precision: str = "float32"
     """``float32`` or ``bfloat16`` (autocast forward/backward, float32 weights and optimiser; faster on a CPU
     with AMX: the default shape on 2 threads 0.380 → 0.274 s per update, ``benchmarks/train_step.py``)."""
@@ -133,6 +137,9 @@ class InductionConfig:
             raise ConfigError(f"InductionConfig.precision must be 'float32' or 'bfloat16', got {self.precision!r}")
         if self.val_sequences < 1:
             raise ConfigError(f"InductionConfig.val_sequences must be >= 1, got {self.val_sequences}")
+        if not 0 <= self.cooldown_steps < self.steps:
+            raise ConfigError(f"InductionConfig.cooldown_steps must be in [0, steps={self.steps}), "
+                              f"got {self.cooldown_steps}")
         if not 0.0 <= self.repeat_frac <= 1.0:
             raise ConfigError(f"InductionConfig.repeat_frac must be in [0, 1], got {self.repeat_frac}")
 

@@ -103,7 +103,7 @@ def analyze_cmd(
     if as_json:
         typer.echo(json.dumps(pub, indent=1))
         return
-    for key in ("bigram_corr", "skip_trigrams_verified", "icl_score_final", "induction_score_final",
+    for key in ("bigram_corr", "skip_trigrams_verified", "icl_score_final", "icl_score_before_cooldown", "induction_score_final",
                 "phase_change_step", "icl_halfway_step", "best_induction_head"):
         if key in pub:
             typer.echo(f"{key}: {pub[key]}")

@@ -45,8 +45,10 @@ def heatmap(values: Any, *, title: str = "", xlabel: str = "", ylabel: str = "",
 
 
 def phase_change_plot(steps: Sequence[int], icl: Sequence[float], induction: Sequence[float],
-                      loss: Sequence[float] | None = None, marker: int | None = None) -> Any:
-    """ICL score and best induction-head score over training (twin axes), with the phase-change step marked."""
+                      loss: Sequence[float] | None = None, marker: int | None = None,
+                      shade_from: int | None = None, shade_label: str = "") -> Any:
+    """ICL score and best induction-head score over training (twin axes), with the phase-change step marked
+    and, from ``shade_from`` on, a shaded span (e.g. a cool-down on different data)."""
     fig = new_figure(7.0, 3.8)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(steps, induction, color="#2b6cb0", marker=".", label="best layer-1 induction score")
@@ -61,6 +63,9 @@ def phase_change_plot(steps: Sequence[int], icl: Sequence[float], induction: Seq
     if marker is not None:
         ax.axvline(marker, color="k", lw=1, ls=":", label=f"phase change (induction half-way, step {marker})")
         ax.text(marker, 0.95, f" step {marker}", va="top", fontsize=8)
+    if shade_from is not None and len(steps):
+        ax.axvspan(shade_from, max(steps), color="#888", alpha=0.15, lw=0)
+        ax.text(shade_from, 0.05, f" {shade_label}", fontsize=8)
     lines = ax.get_lines() + ax2.get_lines()
     ax.legend(lines, [ln.get_label() for ln in lines], loc="center right", fontsize=8)
     ax.set_title("Induction score and in-context-learning score over training")

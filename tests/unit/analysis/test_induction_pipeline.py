@@ -164,3 +164,10 @@ def test_cooldown_added_by_resuming_equals_a_run_made_with_it(tmp_path: Path, mo
     train(no_cool, tmp_path / "c", progress=False, only=("two_layer",))
     c = HookedTransformer.load(tmp_path / "c" / "two_layer" / "final").state_dict()
     assert not all(a[k].equal(c[k]) for k in a)  # the cool-down batches differ from copy batches
+    from mechscope.experiments.induction.report import figures
+
+    res = analyze(tmp_path / "b")
+    steps = res["_curve"]["step"]
+    assert steps == [0, 2, 4, 6] and res["icl_score_before_cooldown"] == round(res["_curve"]["icl_score"][2], 4)
+    assert "icl_score_before_cooldown" not in analyze(tmp_path / "c")
+    assert figures(res, tmp_path / "img")["phase_change"].is_file()

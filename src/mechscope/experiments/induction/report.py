@@ -25,7 +25,10 @@ def figures(result: dict[str, Any], img_dir: str | Path) -> dict[str, Path]:
     out, paths = Path(img_dir), {}
     if "_curve" in result:
         c = result["_curve"]
-        fig = phase_change_plot(c["step"], c["icl_score"], c["induction_best"], marker=result.get("phase_change_step"))
+        cfg = result.get("config", {})
+        cool = cfg.get("cooldown_steps", 0)
+        fig = phase_change_plot(c["step"], c["icl_score"], c["induction_best"], marker=result.get("phase_change_step"),
+                                shade_from=cfg["steps"] - cool if cool else None, shade_label="cool-down: no copies")
         paths["phase_change"] = save_figure(fig, out / "phase_change.png")
     if "_scores" in result:
         s = result["_scores"]
@@ -113,8 +116,9 @@ def smollm2_view(model: Any, ranked: dict[str, Any], half_len: int = 20) -> str:
 def summary_html(result: dict[str, Any], images: dict[str, Path] | None = None) -> str:
     """HTML body for an ``analyze`` result: headline numbers, tables, embedded pictures."""
     parts = []
-    head: dict[str, Any] = {k: result[k] for k in ("bigram_corr", "icl_score_final", "induction_score_final", "phase_change_step",
-                                   "icl_halfway_step", "skip_trigrams_verified") if k in result}
+    head: dict[str, Any] = {k: result[k] for k in ("bigram_corr", "icl_score_final", "icl_score_before_cooldown",
+                                                   "induction_score_final", "phase_change_step", "icl_halfway_step",
+                                                   "skip_trigrams_verified") if k in result}
     if head:
         parts.append(table_html([head]))
     if "circuit" in result:

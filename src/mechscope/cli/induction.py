@@ -39,6 +39,8 @@ def train_cmd(
                                       "corpus as is)."),
     cooldown_steps: int = typer.Option(0, "--cooldown-steps", min=0, help="The last N of --steps updates read "
                                        "the corpus as is (no copies): a natural-text cool-down after the curriculum."),
+    cooldown_repeat_frac: float = typer.Option(0.0, "--cooldown-repeat-frac", help="--repeat-frac during the "
+                                               "cool-down (0: the corpus as is)."),
     stop_at_induction: float | None = typer.Option(None, "--stop-at-induction", help="Stop the two-layer model "
                                                    "once its induction score is >= this and has plateaued."),
     precision: str = typer.Option("float32", "--precision", help="float32, or bfloat16 (autocast; float32 weights "
@@ -65,7 +67,7 @@ def train_cmd(
     try:
         cfg = InductionConfig(corpus=corpus, tokenizer=tokenizer, vocab_size=vocab_size or None, positional=positional,
                               pos_init=pos_init, norm=norm, warmup_steps=warmup_steps, weight_decay=weight_decay,
-                              repeat_frac=repeat_frac, cooldown_steps=cooldown_steps, stop_at_induction=stop_at_induction, steps=steps, d_model=d_model, n_heads=n_heads, d_head=d_head, n_ctx=n_ctx,
+                              repeat_frac=repeat_frac, cooldown_steps=cooldown_steps, cooldown_repeat_frac=cooldown_repeat_frac, stop_at_induction=stop_at_induction, steps=steps, d_model=d_model, n_heads=n_heads, d_head=d_head, n_ctx=n_ctx,
                               batch_size=batch_size, lr=lr, seed=seed, eval_every=eval_every,
                               checkpoint_every=checkpoint_every, precision=precision)
         summary = train(cfg, out, progress=not no_progress, resume=resume, only=names)

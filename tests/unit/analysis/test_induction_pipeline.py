@@ -107,6 +107,12 @@ def test_repeated_batches_and_plateau_stop() -> None:
     resumed = RepeatedBatches(Counter(), 1.0, seed=3, until=2)
     resumed.load_state(meta, {})
     assert copied == [True, True] and torch.equal(resumed.next_batch(), Counter().next_batch())
+    half = RepeatedBatches(Counter(), 1.0, seed=3, until=1, after=0.5)
+    half.next_batch()
+    later = half.next_batch()  # the cool-down copies into the first half of the rows only
+    assert not torch.equal(later[:2], Counter().next_batch()[:2]) and torch.equal(later[2:], Counter().next_batch()[2:])
+    with pytest.raises(ConfigError, match="cooldown_repeat_frac"):
+        InductionConfig(cooldown_repeat_frac=-0.1)
     with pytest.raises(ConfigError, match="cooldown_steps"):
         InductionConfig(steps=100, cooldown_steps=100)
     stop = _plateau_stop(InductionConfig(stop_at_induction=0.5, plateau_evals=3))

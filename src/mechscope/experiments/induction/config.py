@@ -98,6 +98,8 @@ class InductionConfig:
     """The last N of ``steps`` updates read the corpus as is (no copies): a natural-text cool-down after the
     copy curriculum, so the model stops expecting a copy where nothing repeats (the curriculum alone leaves
     late tokens of natural text predicted worse than early ones). 0 = copies to the end."""
+    cooldown_repeat_frac: float = 0.0
+    """``repeat_frac`` during the cool-down (0: the corpus as is)."""
     precision: str = "float32"
     """``float32`` or ``bfloat16`` (autocast forward/backward, float32 weights and optimiser; faster on a CPU
     with AMX: the default shape on 2 threads 0.380 → 0.274 s per update, ``benchmarks/train_step.py``)."""
@@ -140,6 +142,8 @@ class InductionConfig:
         if not 0 <= self.cooldown_steps < self.steps:
             raise ConfigError(f"InductionConfig.cooldown_steps must be in [0, steps={self.steps}), "
                               f"got {self.cooldown_steps}")
+        if not 0.0 <= self.cooldown_repeat_frac <= 1.0:
+            raise ConfigError(f"InductionConfig.cooldown_repeat_frac must be in [0, 1], got {self.cooldown_repeat_frac}")
         if not 0.0 <= self.repeat_frac <= 1.0:
             raise ConfigError(f"InductionConfig.repeat_frac must be in [0, 1], got {self.repeat_frac}")
 
@@ -182,10 +186,11 @@ a run's identity (``_identity``) so such runs still resume."""
 
 
 def _identity(cfg: InductionConfig) -> dict[str, Any]:
-    """The settings a resumed run must share (step counts, the early stop and the precision may change;
-    ``LEGACY_DEFAULTS`` at their old value are left out)."""
+    """The settings a resumed run must share (step counts, the cool-down, the early stop and the precision may
+    change: a finished run can be continued with a cool-down; ``LEGACY_DEFAULTS`` at their old value are left out)."""
     return {k: v for k, v in asdict(cfg).items()
-            if not k.endswith("steps") and k not in ("stop_at_induction", "plateau_evals", "precision")
+            if not k.endswith("steps") and not k.startswith("cooldown")
+            and k not in ("stop_at_induction", "plateau_evals", "precision")
             and not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])}
 
 

@@ -59,19 +59,19 @@ class RepeatedBatches:
     rewards copying from context. The offset between a token and its copy varies from row to row, so no
     fixed-position head can exploit it (only an induction mechanism can). Draws are seeded by the call
     count, which is saved with the wrapped source's state, so resuming stays exact. With ``until`` = U the
-    batches after the first U are the corpus as is (the cool-down).
+    batches after the first U copy only ``after`` of their rows (the cool-down; 0 = the corpus as is).
     """
 
-    def __init__(self, base: Any, frac: float, seed: int = 0, until: int | None = None) -> None:
-        self.base, self.frac, self.seed, self.until, self.calls = base, frac, seed, until, 0
+    def __init__(self, base: Any, frac: float, seed: int = 0, until: int | None = None, after: float = 0.0) -> None:
+        self.base, self.frac, self.seed, self.until, self.after, self.calls = base, frac, seed, until, after, 0
 
     def next_batch(self) -> torch.Tensor:
         """Tokens [batch seq_len+1] of the next update."""
         batch = self.base.next_batch()
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.calls)
         self.calls += 1
-        copying = self.until is None or self.calls <= self.until
-        n_rep, length = round(self.frac * batch.shape[0]) if copying else 0, batch.shape[1]
+        frac = self.frac if self.until is None or self.calls <= self.until else self.after
+        n_rep, length = round(frac * batch.shape[0]), batch.shape[1]
         if not n_rep:
             return batch
         k = torch.randint((length + 1) // 2, 3 * length // 4 + 1, (n_rep,), generator=gen)  # prefix kept
@@ -156,7 +156,8 @@ def train(cfg: InductionConfig, out_dir: str | Path, *, progress: bool = True, r
                            checkpoint_every=cfg.checkpoint_every if n_layers == 2 else None,
                            keep_optimizer_state=2, log_every=10, precision=cfg.precision)  # type: ignore[arg-type]
         res = run_training(model, _zero_layer_loss if n_layers == 0 else _lm_loss,
-                           RepeatedBatches(data, cfg.repeat_frac, cfg.seed, until=cfg.steps - cfg.cooldown_steps)
+                           RepeatedBatches(data, cfg.repeat_frac, cfg.seed, until=cfg.steps - cfg.cooldown_steps,
+                                           after=cfg.cooldown_repeat_frac)
                            if n_layers == 2 else data, tcfg, run_dir,
                            callbacks=[_evaluator(cfg, val, corpus.d_vocab)], experiment="induction",
                            run_config={"model": model.cfg.to_dict(), "induction": _identity(cfg), "name": name},

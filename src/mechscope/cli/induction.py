@@ -23,7 +23,7 @@ def train_cmd(
     pos_init: str = typer.Option("sinusoidal", "--pos-init", help="Initial learned positions: normal (random) or "
                                  "sinusoidal (Vaswani's table, then trained; previous-token heads form at long contexts)."),
     norm: str = typer.Option("layernorm", "--norm", help="none (exact circuits) or layernorm (pre-norm)."),
-    steps: int = typer.Option(2500, "--steps", min=1, help="Updates of the two-layer model."),
+    steps: int = typer.Option(3000, "--steps", min=1, help="Updates of the two-layer model."),
     eval_every: int = typer.Option(50, "--eval-every", min=1, help="Evaluate ICL/induction scores every N updates."),
     checkpoint_every: int = typer.Option(50, "--checkpoint-every", min=1, help="Keep weights every N updates."),
     d_model: int = typer.Option(256, "--d-model", min=1, help="Residual width."),
@@ -34,13 +34,14 @@ def train_cmd(
     lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate."),
     warmup_steps: int = typer.Option(100, "--warmup-steps", min=0, help="Linear learning-rate warm-up updates."),
     weight_decay: float = typer.Option(0.0, "--weight-decay", help="AdamW weight decay."),
-    repeat_frac: float = typer.Option(0.75, "--repeat-frac", help="Fraction of two-layer training sequences that "
+    repeat_frac: float = typer.Option(1.0, "--repeat-frac", help="Fraction of two-layer training sequences that "
                                       "end with a copy of an earlier span of themselves, at a random offset (0: the "
                                       "corpus as is)."),
-    cooldown_steps: int = typer.Option(0, "--cooldown-steps", min=0, help="The last N of --steps updates read "
-                                       "the corpus as is (no copies): a natural-text cool-down after the curriculum."),
-    cooldown_repeat_frac: float = typer.Option(0.0, "--cooldown-repeat-frac", help="--repeat-frac during the "
-                                               "cool-down (0: the corpus as is)."),
+    curriculum_steps: int = typer.Option(2500, "--curriculum-steps", min=0, help="Updates that read --repeat-frac "
+                                         "copies; the rest of --steps are a cool-down at --cooldown-repeat-frac "
+                                         "(0: copies to the end)."),
+    cooldown_repeat_frac: float = typer.Option(0.25, "--cooldown-repeat-frac", help="--repeat-frac after "
+                                               "--curriculum-steps (0: the corpus as is)."),
     stop_at_induction: float | None = typer.Option(None, "--stop-at-induction", help="Stop the two-layer model "
                                                    "once its induction score is >= this and has plateaued."),
     precision: str = typer.Option("float32", "--precision", help="float32, or bfloat16 (autocast; float32 weights "
@@ -67,7 +68,7 @@ def train_cmd(
     try:
         cfg = InductionConfig(corpus=corpus, tokenizer=tokenizer, vocab_size=vocab_size or None, positional=positional,
                               pos_init=pos_init, norm=norm, warmup_steps=warmup_steps, weight_decay=weight_decay,
-                              repeat_frac=repeat_frac, cooldown_steps=cooldown_steps, cooldown_repeat_frac=cooldown_repeat_frac, stop_at_induction=stop_at_induction, steps=steps, d_model=d_model, n_heads=n_heads, d_head=d_head, n_ctx=n_ctx,
+                              repeat_frac=repeat_frac, curriculum_steps=curriculum_steps or None, cooldown_repeat_frac=cooldown_repeat_frac, stop_at_induction=stop_at_induction, steps=steps, d_model=d_model, n_heads=n_heads, d_head=d_head, n_ctx=n_ctx,
                               batch_size=batch_size, lr=lr, seed=seed, eval_every=eval_every,
                               checkpoint_every=checkpoint_every, precision=precision)
         summary = train(cfg, out, progress=not no_progress, resume=resume, only=names)

@@ -113,8 +113,8 @@ def test_repeated_batches_and_plateau_stop() -> None:
     assert not torch.equal(later[:2], Counter().next_batch()[:2]) and torch.equal(later[2:], Counter().next_batch()[2:])
     with pytest.raises(ConfigError, match="cooldown_repeat_frac"):
         InductionConfig(cooldown_repeat_frac=-0.1)
-    with pytest.raises(ConfigError, match="cooldown_steps"):
-        InductionConfig(steps=100, cooldown_steps=100)
+    with pytest.raises(ConfigError, match="curriculum_steps"):
+        InductionConfig(curriculum_steps=0)
     stop = _plateau_stop(InductionConfig(stop_at_induction=0.5, plateau_evals=3))
     assert [stop({"induction_best": v}) for v in (0.1, 0.6, 0.61, 0.3, 0.6, 0.62, 0.61)] == \
         [False, False, False, False, False, False, True]
@@ -145,8 +145,8 @@ def test_cli_train_defaults_are_the_config_defaults(tmp_path: Path, monkeypatch:
 
 
 def test_cooldown_added_by_resuming_equals_a_run_made_with_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A finished copy-curriculum run continued with ``--steps N+C --cooldown-steps C`` is bit for bit the run
-    trained with those settings from the start (how the recorded seeds got their cool-down)."""
+    """A finished copy-curriculum run of N updates continued with ``--steps N+C --curriculum-steps N`` is bit for
+    bit the run trained with those settings from the start (how the recorded seeds got their cool-down)."""
     import dataclasses
 
     from mechscope.models.transformer import HookedTransformer
@@ -159,7 +159,7 @@ def test_cooldown_added_by_resuming_equals_a_run_made_with_it(tmp_path: Path, mo
     base = InductionConfig(corpus=str(docs), tokenizer="bytes", vocab_size=None, n_ctx=64, d_model=16, n_heads=2,
                            d_head=8, batch_size=2, steps=4, eval_every=2, checkpoint_every=2, warmup_steps=1,
                            repeat_frac=1.0)
-    cooled = dataclasses.replace(base, steps=6, cooldown_steps=2)
+    cooled = dataclasses.replace(base, steps=6, curriculum_steps=4, cooldown_repeat_frac=0.0)
     train(base, tmp_path / "a", progress=False, only=("two_layer",))
     train(cooled, tmp_path / "a", progress=False, only=("two_layer",), resume=True)
     train(cooled, tmp_path / "b", progress=False, only=("two_layer",))

@@ -182,8 +182,8 @@ def analyze(out_dir: str | Path) -> dict[str, Any]:
         result["induction_score_final"] = round(curve["induction_best"][-1], 4)
         result["phase_change_step"] = halfway_step(curve["step"], curve["induction_best"], min_change=0.1)
         result["icl_halfway_step"] = halfway_step(curve["step"], curve["icl_score"])
-        if cfg.cooldown_steps:  # the curriculum's end, before the cool-down reads natural text again
-            end = cfg.steps - cfg.cooldown_steps
+        if cfg.curriculum_steps is not None and cfg.curriculum_steps < cfg.steps:  # the curriculum's end
+            end = cfg.curriculum_steps
             before = [v for s, v in zip(curve["step"], curve["icl_score"]) if s <= end]
             result["icl_score_before_cooldown"] = round(before[-1], 4) if before else None
             result["icl_halfway_step"] = halfway_step([s for s in curve["step"] if s <= end], before)

@@ -156,7 +156,7 @@ def train(cfg: InductionConfig, out_dir: str | Path, *, progress: bool = True, r
                            checkpoint_every=cfg.checkpoint_every if n_layers == 2 else None,
                            keep_optimizer_state=2, log_every=10, precision=cfg.precision)  # type: ignore[arg-type]
         res = run_training(model, _zero_layer_loss if n_layers == 0 else _lm_loss,
-                           RepeatedBatches(data, cfg.repeat_frac, cfg.seed, until=cfg.steps - cfg.cooldown_steps,
+                           RepeatedBatches(data, cfg.repeat_frac, cfg.seed, until=cfg.curriculum_steps,
                                            after=cfg.cooldown_repeat_frac)
                            if n_layers == 2 else data, tcfg, run_dir,
                            callbacks=[_evaluator(cfg, val, corpus.d_vocab)], experiment="induction",

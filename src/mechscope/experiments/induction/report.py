@@ -176,7 +176,7 @@ def tour_section(out_dir: Path, model: Any = None) -> Any:
                      f"({esc(result['config']['tokenizer'])}).</p>" + summary_html(result, images))
     else:
         notes.append("No finished induction run found: make one with `mechscope induction train --out "
-                     f"{Path(out_dir) / 'induction-run'} --precision bfloat16` (≈ 16 min on 2 quiet cores) "
+                     f"{Path(out_dir) / 'induction-run'} --precision bfloat16` (3000 updates, ≈ 16 min on 2 quiet cores) "
                      "and rerun the tour.")
     if model is not None:
         ranked = smollm2_heads(model)

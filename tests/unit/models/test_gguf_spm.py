@@ -94,6 +94,15 @@ def test_sentencepiece_round_trip_and_byte_fallback(spm_file: Path) -> None:
     assert tok.to_pieces("<start_of_turn>the") == ["<start_of_turn>", "t", "he"]  # and a control token
 
 
+def test_sentencepiece_tokenizer_saves_and_loads(spm_file: Path, tmp_path: Path) -> None:
+    tok = Tokenizer.from_gguf(spm_file)
+    tok.save(tmp_path)
+    back = Tokenizer.load(tmp_path)
+    assert repr(back) == repr(tok) and back.add_bos
+    assert [back.encode(t) for t in TEXTS] == [tok.encode(t) for t in TEXTS]
+    assert [back.to_string(back.encode(t, prepend_bos=False)) for t in TEXTS] == TEXTS
+
+
 def test_sentencepiece_bos_and_specials(tmp_path: Path, spm_file: Path) -> None:
     tok = Tokenizer.from_gguf(spm_file)
     assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, tok.vocab_size) == (2, 1, 0, 266 + len(PIECES))

@@ -92,7 +92,7 @@ class Tokenizer:
     # ----- builders -------------------------------------------------------------------------------
     @classmethod
     def from_gguf_metadata(cls, metadata: Mapping[str, Any], *, add_bos: bool | None = None) -> Tokenizer:
-        """The llama.cpp-faithful tokenizer of a GGUF file's metadata (byte-level BPE vocabularies).
+        """The tokenizer of a GGUF file's metadata (byte-level BPE ``gpt2`` or sentencepiece ``llama``).
 
         ``add_bos=None`` takes the file's ``tokenizer.ggml.add_bos_token`` (llama.cpp's default if absent).
         """

@@ -34,8 +34,8 @@ def test_gemma3_270m_equals_transformers_gguf_loading(gemma_path: Path) -> None:
 
     pieces = read_gguf_metadata(gemma_path)["tokenizer.ggml.tokens"]
     assert "".join(pieces[i] for i in PROMPT_IDS[1:]) == "The▁Eiffel▁Tower▁is▁in▁the▁city▁of"
-    with pytest.warns(UserWarning, match="no tokenizer"):  # a sentencepiece vocabulary: pass ids
-        ours = from_gguf(gemma_path)
+    ours = from_gguf(gemma_path)  # with its sentencepiece tokenizer (test_gemma3_tokenizer.py)
+    assert ours.to_tokens("The Eiffel Tower is in the city of")[0].tolist() == PROMPT_IDS
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hf = AutoModelForCausalLM.from_pretrained(str(gemma_path.parent), gguf_file=gemma_path.name,

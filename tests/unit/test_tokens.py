@@ -163,13 +163,15 @@ def test_pre_tokenizers_follow_llama_cpp_regexes() -> None:
     assert split("gpt-2", "\n    0 ab12") == ["ĊĠĠĠ", "Ġ0", "Ġab", "12"]
     # llama3: digits in groups of at most three
     assert split("llama-bpe", "12345 abc") == ["123", "45", "Ġabc"]
+    # qwen2: single digits, a contraction in either case, whitespace before a digit stands alone
+    assert split("qwen2", "It'S 12 ab") == ["It", "'S", "Ġ", "1", "2", "Ġab"]
     tok = Tokenizer.from_gguf_metadata(tiny_meta("smollm"))
     assert tok.encode("<s> a") == [0, 4] and tok.to_pieces("<s> a") == ["<s>", "Ġa"]  # control token whole
 
 
 def test_gguf_tokenizer_errors_and_bos_defaults() -> None:
-    with pytest.raises(ModelFileError, match="tokenizer model 'llama' is not supported; supported: 'gpt2'"):
-        Tokenizer.from_gguf_metadata(tiny_meta("default", model="llama"))
+    with pytest.raises(ModelFileError, match="tokenizer model 'rwkv' is not supported; supported: 'gpt2', 'llama'"):
+        Tokenizer.from_gguf_metadata(tiny_meta("default", model="rwkv"))
     with pytest.raises(ModelFileError, match="pre-tokenizer 'mystery' is not supported; supported: gpt-2"):
         Tokenizer.from_gguf_metadata(tiny_meta("mystery"))
     assert gguf_add_bos(tiny_meta("smollm")) is False and gguf_add_bos(tiny_meta("llama-bpe")) is True

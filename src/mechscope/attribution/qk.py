@@ -10,6 +10,13 @@ So is the key at position ``k``, and the score ``scale * q·k`` is the bilinear 
 
 over query components ``c_i`` and key components ``c'_j`` (the norm's and projection's biases are one more
 component, ``bias``, on each side). ``terms[i, j]`` is each pair's share; the terms sum to the score exactly.
+
+Q/K norms (``attention.qk_norm``: Qwen3, Gemma 3) sit between the projection and the rotation; their scale is
+frozen the same way, per head and position (``attn.q_norm.hook_scale`` / ``attn.k_norm.hook_scale`` of the real
+forward, times the norm's weight), so ``norm_q`` above becomes ``qnorm(ln1(.) W_Q + b_Q)`` with both norms
+linear and the terms still sum to the score. Sliding-window layers rotate with their own base
+(``positional.local_rotary_base``); a key outside the window has no score (it is masked) and is refused, as
+are shortformer positions.
 """
 
 from __future__ import annotations
@@ -96,8 +103,9 @@ def _components(model: Any, cache: Any, codes: list[LayerCode], layer: int, pos:
 
 
 def _project(model: Any, layer: int, comps: Tensor, scale: Tensor, W: Tensor, b: Tensor | None,
-             pos: int, n_pos: int) -> Tensor:
-    """``[n+1 d_head]``: each component through the frozen norm and ``W`` (+ one bias row), rotated at ``pos``."""
+             pos: int, n_pos: int, head_norm: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """``[n+1 d_head]``: each component through the frozen norm and ``W`` (+ one bias row), then the frozen
+    q/k norm (``head_norm`` = (its scale at this head and position [1], its weight [d_head])), rotated at ``pos``."""
     ln = model.blocks[layer].ln1
     if isinstance(ln, LayerNorm):
         comps = comps - comps.mean(-1, keepdim=True)
@@ -111,9 +119,12 @@ def _project(model: Any, layer: int, comps: Tensor, scale: Tensor, W: Tensor, b:
     if b is not None:
         bias = bias + b
     out = torch.cat([out, bias[None]])
+    if head_norm is not None:
+        out = out / head_norm[0] * head_norm[1]
     if model.cfg.positional.kind == "rotary":
         rd = model.cfg.positional.rotary_dim or model.cfg.d_head
-        cos, sin = rotary_cos_sin(torch.arange(n_pos)[None], rd, model.cfg.positional.rotary_base, out.dtype)
+        base = model.cfg.positional.base_of(model.cfg.attention.is_local(layer))
+        cos, sin = rotary_cos_sin(torch.arange(n_pos)[None], rd, base, out.dtype)
         out = apply_rotary(out[:, None, None, :], cos[:, pos:pos + 1], sin[:, pos:pos + 1])[:, 0, 0]
     return out
 
@@ -132,6 +143,10 @@ def qk_attribution(model: Any, tokens: Tensor, transcoders: CrossLayerTranscoder
         raise ConfigError(f"need 0 <= key_pos <= query_pos < {n_pos} (causal attention), got {key_pos}, {query_pos}")
     if model.cfg.positional.kind == "shortformer":
         raise ConfigError("QK attribution does not support shortformer positions (they enter Q and K only)")
+    if a.is_local(layer) and a.sliding_window is not None and query_pos - key_pos >= a.sliding_window:
+        raise ConfigError(f"layer {layer} attends only to the {a.sliding_window} latest keys (sliding window): key_pos "
+                          f"{key_pos} is masked for query_pos {query_pos} and has no score; need query_pos - key_pos "
+                          f"< {a.sliding_window}")
     codes = layer_codes(model, transcoders)
     names = {"hook_embed", "hook_pos_embed", f"blocks.{layer}.attn.hook_attn_scores"}
     names |= {f"blocks.{t}.hook_attn_out" for t in range(layer)} | {lc.read_hook for lc in codes}
@@ -141,6 +156,8 @@ def qk_attribution(model: Any, tokens: Tensor, transcoders: CrossLayerTranscoder
     has_scale = isinstance(ln, (LayerNorm, RMSNorm))
     if has_scale:
         names.add(f"blocks.{layer}.ln1.hook_scale")
+    if a.qk_norm:
+        names |= {f"blocks.{layer}.attn.q_norm.hook_scale", f"blocks.{layer}.attn.k_norm.hook_scale"}
     names &= set(model.hook_names())
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens[None].long(), names=sorted(names))
@@ -149,10 +166,15 @@ def qk_attribution(model: Any, tokens: Tensor, transcoders: CrossLayerTranscoder
         sides = []
         b_q = None if attn.b_Q is None else attn.b_Q[head]
         b_k = None if attn.b_K is None else attn.b_K[kv]
-        for pos, W, bias in ((query_pos, attn.W_Q[head], b_q), (key_pos, attn.W_K[kv], b_k)):
+        for side, pos, W, bias, idx in (("q", query_pos, attn.W_Q[head], b_q, head),
+                                        ("k", key_pos, attn.W_K[kv], b_k, kv)):
             cn, cv = _components(model, cache, codes, layer, pos)
             scale = cache[f"blocks.{layer}.ln1.hook_scale"][0, pos] if has_scale else torch.ones(1)
-            sides.append((cn + ["bias"], _project(model, layer, cv, scale, W, bias, pos, n_pos)))
+            head_norm = None
+            if a.qk_norm:  # frozen per head and position, like ln1 (module docstring)
+                norm = getattr(attn, f"{side}_norm")
+                head_norm = (cache[f"blocks.{layer}.attn.{side}_norm.hook_scale"][0, pos, idx], norm.w.detach())
+            sides.append((cn + ["bias"], _project(model, layer, cv, scale, W, bias, pos, n_pos, head_norm)))
         (qn, qv), (kn, kv_) = sides
         terms = (qv @ kv_.T) * attn.scale
         score = float(cache[f"blocks.{layer}.attn.hook_attn_scores"][0, head, query_pos, key_pos])

@@ -73,6 +73,10 @@ def model_nodes(model: Any) -> list[str]:
 def _check(model: Any, hyp: Hypothesis) -> None:
     if getattr(model.cfg, "mlp", None) is not None:
         raise ConfigError("causal scrubbing here works on attention-only models (cfg.mlp=None); this model has MLPs")
+    if model.cfg.norm.post_sublayer:
+        raise ConfigError("causal scrubbing rebuilds each residual as the sum of the heads' outputs (attn.hook_result); "
+                          "this model normalises each attention output once more (norm.post_sublayer: ln1_post), so "
+                          "the sum would not be its residual. Use a model without post-sublayer norms")
     known = set(model_nodes(model))
     bad = [n for n in hyp.nodes if n not in known]
     bad += [x for p, c, _ in hyp.edges for x in (p, c) if x not in known | {"output"}]

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from mechscope.analysis.heads import pattern_scores
 from mechscope.errors import ConfigError, ShapeError
+from mechscope.models.components.frozen_norm import head_contributions
 
 
 @torch.inference_mode()
@@ -31,6 +32,8 @@ def key_path_effects(model: Any, tokens: Int[Tensor, "batch pos"], target: Float
     ``ablation`` ``mean`` replaces the sender's output by its mean over batch and positions (removes what it
     says about *this* token, keeps its constant offset, which the key's norm would otherwise see vanish);
     ``zero`` subtracts it entirely. Grouped-query models: the sender is removed from every key-value head.
+    With post-sublayer norms (Gemma 2/3) a sender's output is what it adds to the residual: its result through
+    ``ln1_post`` at the scale of the clean forward (``frozen_norm.head_contributions``).
     """
     n_layers = model.cfg.n_layers
     if not 0 <= sender_layer < receiver_layer < n_layers:
@@ -43,8 +46,11 @@ def key_path_effects(model: Any, tokens: Int[Tensor, "batch pos"], target: Float
                          f"and {tuple(target.shape)}")
     res_name = f"blocks.{sender_layer}.attn.hook_result"
     pat_name = f"blocks.{receiver_layer}.attn.hook_pattern"
-    _, cache = model.run_with_cache(tokens, names=[res_name, pat_name], stop_at_layer=receiver_layer + 1)
-    result = cache[res_name].float()  # [b p n_s d]
+    post_name = f"blocks.{sender_layer}.ln1_post.hook_scale"
+    names = [res_name, pat_name] + ([post_name] if model.cfg.norm.post_sublayer else [])
+    _, cache = model.run_with_cache(tokens, names=names, stop_at_layer=receiver_layer + 1)
+    # what each sender head adds to the residual (through ln1_post at its frozen scale, if the model has one)
+    result = head_contributions(model, sender_layer, cache[res_name], cache.get(post_name)).float()  # [b p n_s d]
     clean = pattern_scores(cache[pat_name].float()[None], target)[0]  # [n_r]
     removed = result - result.mean((0, 1), keepdim=True) if ablation == "mean" else result
     n_s, (b, p) = result.shape[2], tokens.shape

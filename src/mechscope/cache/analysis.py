@@ -1,8 +1,9 @@
 """Analyses of an ``ActivationCache``: residual decompositions, direct logit attribution, the logit lens.
 
 The residual stream is a sum: ``resid_post[L-1] = embed + pos_embed + Σ_l (attn_out[l] + mlp_out[l])``,
-and each ``attn_out[l]`` is itself ``Σ_h result[l, h] + b_O``. Stacking these terms along a leading
-``components`` axis turns "which part of the model did this?" into one tensor operation:
+and each ``attn_out[l]`` is itself ``Σ_h result[l, h] + b_O`` (with post-sublayer norms, the heads'
+results through ``ln1_post`` at its frozen scale: see ``stack_head_results``). Stacking these terms along a
+leading ``components`` axis turns "which part of the model did this?" into one tensor operation:
 
 - ``accumulated_resid``: the residual stream as it stands before each layer (the logit lens reads it).
 - ``decompose_resid``: the terms that add up to it (embeddings, each attention and MLP output).
@@ -27,6 +28,7 @@ from torch import Tensor
 
 from mechscope.cache.activation_cache import ActivationCache
 from mechscope.errors import ConfigError, HookNameError, ShapeError
+from mechscope.models.components.frozen_norm import head_contributions
 
 if TYPE_CHECKING:
     from mechscope.models.transformer import HookedTransformer
@@ -165,6 +167,11 @@ def stack_head_results(cache: ActivationCache, model: HookedTransformer, layer: 
     ``z[l] @ W_O[l]`` from ``hook_z`` (cheaper to cache). Labels ``"L{l}H{h}"``. Output biases ``b_O``
     are not part of any head; ``incl_remainder`` appends a ``"remainder"`` component (the residual entering
     block ``layer`` minus all heads) so that the stack sums to that residual.
+
+    With ``norm.post_sublayer`` (Gemma 2/3) a head's term is what it adds to the residual: its result through
+    ``ln1_post`` with the norm's scale frozen at the forward's (``blocks.l.ln1_post.hook_scale`` if cached,
+    else recomputed from the heads' sum + ``b_O``), times the norm's weight (``frozen_norm.head_contributions``).
+    A layer's heads then sum to its ``hook_attn_out`` (minus the norm's share of ``b_O`` and its bias, if any).
     """
     cfg = model.cfg
     layer = _check_layer(layer, cfg.n_layers)
@@ -173,14 +180,18 @@ def stack_head_results(cache: ActivationCache, model: HookedTransformer, layer: 
     if layer == 0:
         probe = _get(cache, _resid_name(0, cfg.n_layers), pos_slice)
         stack = probe.new_zeros((0, *probe.shape))
-    elif all(f"blocks.{i}.attn.hook_result" in cache for i in range(layer)):
-        res = torch.stack([_get(cache, f"blocks.{i}.attn.hook_result", pos_slice) for i in range(layer)])
-        stack = res.movedim(-2, 1).flatten(0, 1)  # [l b (p) h d] -> [(l h) b (p) d]
     else:
-        z = torch.stack([_get(cache, f"blocks.{i}.attn.hook_z", pos_slice) for i in range(layer)])
-        W_O = model.W_O.detach()[:layer].to(z.dtype)  # [l h e d]
-        res = torch.einsum("l...he,lhed->lh...d", z, W_O)
-        stack = res.flatten(0, 1)
+        if all(f"blocks.{i}.attn.hook_result" in cache for i in range(layer)):
+            res = torch.stack([_get(cache, f"blocks.{i}.attn.hook_result", pos_slice) for i in range(layer)])
+        else:
+            z = torch.stack([_get(cache, f"blocks.{i}.attn.hook_z", pos_slice) for i in range(layer)])
+            W_O = model.W_O.detach()[:layer].to(z.dtype)  # [l h e d]
+            res = torch.einsum("l...he,lhed->l...hd", z, W_O)
+        if cfg.norm.post_sublayer:  # each head through ln1_post at the forward's scale (frozen_norm)
+            post = [f"blocks.{i}.ln1_post.hook_scale" for i in range(layer)]
+            res = torch.stack([head_contributions(model, i, res[i], _get(cache, n, pos_slice) if n in cache else None)
+                               for i, n in enumerate(post)])
+        stack = res.movedim(-2, 1).flatten(0, 1)  # [l b (p) h d] -> [(l h) b (p) d]
     if incl_remainder:
         total = _get(cache, _resid_name(layer, cfg.n_layers), pos_slice)
         stack = torch.cat([stack, (total - stack.sum(0))[None]])

@@ -70,6 +70,7 @@ def sender_outputs(model: Any, graph: Graph, tokens: Int[Tensor, "batch pos"], r
                    ) -> tuple[list[Tensor], Tensor]:
     """Every sender group's output [batch pos n d_model] in a plain forward of ``tokens`` (no gradient), and
     the logits at the readout [batch out_pos d_vocab] (the unembedding runs there only)."""
+    check_sum_of_senders(model)
     groups = sender_groups(graph)
     # head outputs are projected from the small hook_z afterwards: the forward keeps its fused W_O matmul
     names = [head_z_hook(g) if g.per_head else g.hook for g in groups]
@@ -81,6 +82,18 @@ def sender_outputs(model: Any, graph: Graph, tokens: Int[Tensor, "batch pos"], r
         outputs = [head_results(model, g, cache[n]) if g.per_head else _as_group(cache[n], g)
                    for g, n in zip(groups, names)]
     return outputs, logits
+
+
+def check_sum_of_senders(model: Any) -> None:
+    """Refuse models whose residual is not the sum of the senders' outputs: with ``norm.post_sublayer`` (Gemma 2/3)
+    a layer adds ``ln1_post(Σ_h result_h + b_O)``, and the norm's scale moves with every patched head."""
+    if model.cfg.norm.post_sublayer:
+        raise ConfigError(
+            "circuit discovery patches each head's output (attn.hook_result) into the residual as if a layer's "
+            "attention output were the sum of its heads; this model normalises that sum once more (norm.post_sublayer, "
+            "Gemma 2/3's ln1_post), so patched edges would not add up to the model's forward. Not supported yet: "
+            "use cache.stack_head_results / analysis.key_path_effects (exact with a frozen ln1_post) or a model "
+            "without post-sublayer norms")
 
 
 def head_z_hook(group: SenderGroup) -> str:

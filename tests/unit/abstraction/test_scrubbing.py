@@ -61,3 +61,12 @@ def test_unknown_node_and_models_with_mlps_are_refused():
                                 frozenset({("embed", "1.0", "z")})), toks, mask)
     with pytest.raises(ConfigError, match="attention-only"):
         scrub(tiny_model("gpt2"), Hypothesis("x", {}), toks, mask)
+
+
+def test_post_sublayer_models_are_refused():
+    from mechscope.models.config import NormConfig
+
+    model = tiny_model("attn_only", norm=NormConfig(kind="rmsnorm", post_sublayer=True))
+    toks, mask = batch()
+    with pytest.raises(ConfigError, match="post_sublayer"):
+        scrub(model, Hypothesis.full("all", model_nodes(model)), toks, mask)

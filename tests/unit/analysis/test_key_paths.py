@@ -73,3 +73,25 @@ def test_circuit_verdict_checks_each_criterion() -> None:
     for key, bad in (("induction", 0.3), ("causal_partner_prev_token", 0.37), ("causal_partner_share", 0.2)):
         verdict = circuit_verdict({**ok, key: bad})
         assert not verdict["formed"] and list(verdict["checks"].values()).count(False) == 1
+
+
+def test_key_path_with_post_sublayer_norms_removes_what_the_head_adds() -> None:
+    """Gemma-2/3 shape: a sender's output is its result through ln1_post at the forward's scale. With one live
+    head in the sender layer, that is the layer's whole hook_attn_out: removing it by hand must agree."""
+    from mechscope.analysis.heads import pattern_scores
+    from tests.norm_models import gemma_like
+
+    model = gemma_like(seed=9)
+    with torch.no_grad():
+        model.blocks[0].attn.W_O[1:] = 0.0  # only head 0 writes
+    tokens = repeated_tokens(40, 6, batch=2, seed=2)
+    target = induction_target(tokens)
+    drop, clean = key_path_effects(model, tokens, target, sender_layer=0, receiver_layer=1, ablation="zero")
+    _, cache = model.run_with_cache(tokens, names=["blocks.0.hook_attn_out"])
+    out = cache["blocks.0.hook_attn_out"][:, :, None]
+    pats: list[torch.Tensor] = []
+    model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.hook_k_input", lambda x, hook: x - out),
+                                            ("blocks.1.attn.hook_pattern", lambda p, hook: pats.append(p))])
+    want = clean - pattern_scores(pats[0][None].float(), target)[0]
+    assert want.abs().max() > 1e-3  # removing it matters
+    assert torch.allclose(drop[0], want, atol=1e-6) and drop[1:].abs().max() < 1e-6

@@ -9,20 +9,9 @@ import torch
 from mechscope.attribution.qk import qk_attribution
 from mechscope.dictionaries.transcoder import Transcoder, TranscoderConfig
 from mechscope.errors import ConfigError
-from mechscope.models.config import AttentionConfig, NormConfig, PositionalConfig
-from tests.conftest import tiny_model
+from tests.norm_models import gemma_like
 
 TOKS = torch.tensor([1, 8, 3, 12, 9, 4, 20, 7])
-
-
-def gemma_like(seed: int = 6, post_sublayer: bool = True, **attn):
-    """Three layers, GQA, q/k norms, post-sublayer norms, layers 0 and 2 local (window 4, base 100)."""
-    a = dict(n_heads=4, d_head=8, n_kv_heads=2, qk_norm=True, scale=0.25, sliding_window=4, global_every=2)
-    return tiny_model("llama", seed=seed, n_layers=3, embed_scale=2.0,
-                      attention=AttentionConfig(**{**a, **attn}),
-                      norm=NormConfig(kind="rmsnorm", eps=1e-6, post_sublayer=post_sublayer),
-                      positional=PositionalConfig(kind="rotary", rotary_base=10000.0,
-                                                  local_rotary_base=100.0)).double()
 
 
 def _transcoders():
@@ -76,3 +65,12 @@ def test_keys_outside_the_sliding_window_are_refused():
         qk_attribution(model, TOKS, _transcoders(), layer=0, head=0, query_pos=7, key_pos=3)
     res = qk_attribution(model, TOKS, _transcoders(), layer=1, head=0, query_pos=7, key_pos=3)  # a global layer
     assert float(res.terms.sum()) == pytest.approx(res.score, abs=1e-9)
+
+
+def test_attribution_graph_is_exact_on_the_gemma_shape():
+    """The local replacement model freezes every norm scale (ln1_post, ln2_post, q/k norms included): edges plus
+    constants still add up to every target's value."""
+    from mechscope.attribution.graph import build_graph
+
+    graph = build_graph(gemma_like(), TOKS, _transcoders(), batch_size=32)
+    assert graph.n_features > 5 and graph.reconstruction_error() < 1e-6  # float32 adjacency

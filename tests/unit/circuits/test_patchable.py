@@ -58,3 +58,17 @@ def test_one_edge_equals_a_hand_made_path_patch() -> None:
                              graph.mask(["a0.h1->a1.h2<v>"]), readout=None)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(ref, model(clean))
+
+
+def test_post_sublayer_models_are_refused() -> None:
+    """Gemma 2/3's ln1_post normalises the heads' sum, so patched head outputs would not add up: refused."""
+    from mechscope.circuits.discover import discover
+    from mechscope.errors import ConfigError
+    from mechscope.models.config import NormConfig
+
+    model = tiny_model("llama", norm=NormConfig(kind="rmsnorm", post_sublayer=True))
+    clean, corrupted = _pair()
+    with pytest.raises(ConfigError, match="post_sublayer"):
+        patch_values(model, Graph.from_model(model), corrupted)
+    with pytest.raises(ConfigError, match="post_sublayer"):
+        discover(model, clean, corrupted, lambda logits: logits[..., 0].mean(-1), method="eap")

@@ -44,3 +44,25 @@ def test_circuit_runs_end_to_end(tmp_path):
     json.dumps(c)
     assert len(c["name_movers_dla"]) == 2 and len(c["backup"]["compensating_heads"]) == 2
     assert all((tmp_path / f).is_file() for f in ("resid.png", "heads.png", "dla.png"))
+
+
+def test_head_dla_with_post_sublayer_norms_sums_to_each_layers_attn_out():
+    """Gemma 2/3 shape: a layer's heads' DLA (each through ln1_post at its frozen scale) is its hook_attn_out's."""
+    tok = word_tokenizer()
+    cfg = ModelConfig(d_model=16, n_layers=2, d_vocab=tok.vocab_size, n_ctx=24, attention=AttentionConfig(
+        n_heads=2, d_head=8), norm=NormConfig(kind="rmsnorm", post_sublayer=True))
+    model = HookedTransformer(cfg, seed=0, tokenizer=tok).eval()
+    with torch.no_grad():
+        for blk in model.blocks:
+            blk.ln1_post.w.mul_(torch.linspace(0.5, 2.0, 16))
+    tokens = torch.randint(0, tok.vocab_size, (3, 7), generator=torch.Generator().manual_seed(0))
+    a, w = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])
+    dla = head_dla(model, tokens, a, w)
+    _, cache = model.run_with_cache(tokens)
+    final = cache["blocks.1.hook_resid_post"][:, -1]
+    scale = (final.pow(2).mean(-1) + cfg.norm.eps).sqrt()
+    direction = (model.W_U[:, a] - model.W_U[:, w]).T.detach() * model.ln_final.w.detach()
+    for layer in range(2):
+        out = cache[f"blocks.{layer}.hook_attn_out"][:, -1]
+        want = ((out * direction).sum(-1) / scale).mean()
+        torch.testing.assert_close(dla[layer].sum(), want, atol=1e-5, rtol=1e-5)

@@ -32,6 +32,7 @@ from mechscope.interventions.patching import patch_sweep
 from mechscope.interventions.path_patching import Receiver, path_patch
 from mechscope.interventions.spec import Ablate
 from mechscope.io_safety import atomic_write_json
+from mechscope.models.components.frozen_norm import head_contributions
 from mechscope.validation import check_types
 
 
@@ -71,8 +72,9 @@ def head_dla(model: Any, tokens: Tensor, answer: Tensor, wrong: Tensor,
              specs: list[Any] | None = None) -> Tensor:
     """Direct logit attribution of every head at the last position, [n_layers n_heads] (mean over prompts).
 
-    Each head's output ``z W_O`` is divided by the final norm's scale of the actual run (frozen) and
-    projected on ``w_ln * (W_U[answer] - W_U[wrong])``.
+    Each head's output ``z W_O`` (through ``ln1_post`` at its frozen scale when the model has post-sublayer norms)
+    is divided by the final norm's scale of the actual run (frozen) and projected on
+    ``w_ln * (W_U[answer] - W_U[wrong])``.
     """
     names = [act_name("z", layer) for layer in range(model.cfg.n_layers)]
     with torch.inference_mode(), intervene(model, specs or []):
@@ -81,6 +83,8 @@ def head_dla(model: Any, tokens: Tensor, answer: Tensor, wrong: Tensor,
             final = model(tokens, stop_at_layer=model.cfg.n_layers)[:, -1]  # [B d]
         z = torch.stack([store[n] for n in names], 1)  # [B L H e]
         result = torch.einsum("blhe,lhed->blhd", z, model.W_O)
+        # with post-sublayer norms (Gemma 2/3) a head adds its result through ln1_post at the forward's scale
+        result = torch.stack([head_contributions(model, ly, result[:, ly]) for ly in range(result.shape[1])], 1)
         norm = model.cfg.norm
         if norm.kind == "layernorm":
             result = result - result.mean(-1, keepdim=True)

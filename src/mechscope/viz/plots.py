@@ -65,7 +65,7 @@ def phase_change_plot(steps: Sequence[int], icl: Sequence[float], induction: Seq
         ax.text(marker, 0.95, f" step {marker}", va="top", fontsize=8)
     if shade_from is not None and len(steps):
         ax.axvspan(shade_from, max(steps), color="#888", alpha=0.15, lw=0)
-        ax.text(shade_from, 0.05, f" {shade_label}", fontsize=8)
+        ax.text(shade_from, 0.97, f" {shade_label}", va="top", fontsize=8)
     lines = ax.get_lines() + ax2.get_lines()
     ax.legend(lines, [ln.get_label() for ln in lines], loc="center right", fontsize=8)
     ax.set_title("Induction score and in-context-learning score over training")

@@ -40,7 +40,7 @@ def figures(result: dict[str, Any], img_dir: str | Path) -> dict[str, Path]:
                           xlabel="layer-1 head", ylabel="layer-0 head", vmin=0)
             paths[f"{kind}_composition"] = save_figure(fig, out / f"{kind}_composition.png")
         if "key_path" in s:
-            fig = heatmap(s["key_path"], title="causal K-composition: induction score lost when a layer-0 head is "
+            fig = heatmap(s["key_path"], title="causal K-composition: induction score lost when a\nlayer-0 head is "
                           "removed from a layer-1 head's key input", xlabel="layer-1 head", ylabel="layer-0 head")
             paths["key_path"] = save_figure(fig, out / "key_path.png")
         both = torch.stack([s["prev"][0], s["induction"][1]])

@@ -259,6 +259,22 @@ bad("run_with_cache grad_of a constant tensor",
     lambda: MODEL.run_with_cache(TOKS, names=[POST], grad_of=lambda lg: torch.tensor(0.0)))
 bad("run_with_cache max_bytes='lots'", lambda: MODEL.run_with_cache(TOKS, names=[POST], max_bytes="lots"))
 
+# -- causal K-composition and the induction schedule (session 6) ---------------------------------------------
+from mechscope.analysis.heads import induction_target  # noqa: E402
+from mechscope.analysis.key_paths import key_path_effects  # noqa: E402
+from mechscope.experiments.induction.config import InductionConfig  # noqa: E402
+
+_T = induction_target(TOKS)
+bad("key_path_effects sender after receiver", lambda: key_path_effects(MODEL, TOKS, _T, sender_layer=1, receiver_layer=0))
+bad("key_path_effects receiver past the last layer",
+    lambda: key_path_effects(MODEL, TOKS, _T, sender_layer=0, receiver_layer=MODEL.cfg.n_layers))
+bad("key_path_effects ablation='resample'",
+    lambda: key_path_effects(MODEL, TOKS, _T, sender_layer=0, receiver_layer=1, ablation="resample"))
+bad("key_path_effects target of another length",
+    lambda: key_path_effects(MODEL, TOKS, _T[:, :-1, :-1], sender_layer=0, receiver_layer=1))
+bad("InductionConfig curriculum_steps=0", lambda: InductionConfig(curriculum_steps=0))
+bad("InductionConfig cooldown_repeat_frac=1.5", lambda: InductionConfig(cooldown_repeat_frac=1.5))
+
 # -- generation --------------------------------------------------------------------------------------------------
 from mechscope.models.generate import generate  # noqa: E402
 
@@ -281,6 +297,8 @@ CLI = [["generate", M, "hi", "--top-k", "0"], ["generate", M, "hi", "--top-k", "
        ["dict", "eval", M, "--batch-size", "0"], ["dict", "harvest", "--hooks", "h", "--tokens", "0", "--out", "o"],
        ["dict", "train", "--activations", "a", "--out", "o", "--batch-size", "0"],
        ["induction", "train", "--out", "o", "--batch-size", "0"], ["induction", "analyze", "o", "--threads", "-2"],
+       ["induction", "train", "--out", "o", "--curriculum-steps", "-1"],
+       ["induction", "train", "--out", "o", "--cooldown-repeat-frac", "1.5"],
        ["grokking", "train", "--out", "o", "--threads", "0"], ["grokking", "train", "--out", "o", "--preset", "x"],
        ["info", M, "--pos", "0"], ["info", "no-such-model"], ["info", str(TMP)], ["info", ""], ["info"],
        ["patch", "run", *P, "--method", "exactly"], ["patch", *P, "--method", "bogus"],

@@ -11,8 +11,8 @@ Such a file stores pieces (``▁the``, ``<0x0A>``), scores and token types, usua
 * control and user-defined tokens are matched whole in the text (``vocab.add_marked_tokens``);
 * decoder: ``▁`` -> space, ``<0xNN>`` bytes -> UTF-8, and the prefix space stripped when one was added.
 
-On the Gemma-3-270M file this gives transformers' ``AutoTokenizer.from_pretrained(dir, gguf_file=...)`` ids
-(docs/gguf.md). Scores are not used: llama.cpp ranks a merge by the merged piece's score, which on Gemma
+On the Gemma-3-270M file this gives the ids of transformers'
+``AutoTokenizer.from_pretrained(dir, gguf_file=..., trust_remote_code=False)`` (docs/gguf.md). Scores are not used: llama.cpp ranks a merge by the merged piece's score, which on Gemma
 follows file order for ordinary pieces but not for its whitespace-run pieces, where we follow transformers.
 """
 

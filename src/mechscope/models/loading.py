@@ -124,8 +124,8 @@ def from_gguf(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.float3
         import warnings
 
         warnings.warn(f"{path}: no tokenizer attached ({e}). Pass token ids, or attach transformers' conversion: "
-                      "model.tokenizer = Tokenizer.from_hf(AutoTokenizer.from_pretrained(directory, gguf_file=name))",
-                      stacklevel=2)
+                      "model.tokenizer = Tokenizer.from_hf(AutoTokenizer.from_pretrained(directory, "
+                      "gguf_file=name, trust_remote_code=False))", stacklevel=2)
         tokenizer = None
     model = from_hf_state(dict(g.hf_config), g.state_dict, tokenizer=tokenizer, dtype=dtype)
     name = str(g.metadata.get("general.name") or Path(path).stem)

@@ -18,6 +18,9 @@ Every per-head quantity is computed for all heads at once. Composition and copyi
 ``d_model × d_model`` (or vocab × vocab) matrix per head: they use the low-rank factors (``d_head``-sized
 Gram matrices), so they run on a 30-layer model too. Norm weights (``ln1.w``) are folded into the
 Q/K/V matrices when present; rotary positions are ignored (QK is then the content-only part).
+Q/K norms (``attention.qk_norm``: Qwen3, Gemma 3) fold into W_Q's / W_K's output columns and the attention
+post-norm (``norm.post_sublayer``: Gemma 2/3, ``ln1_post``) into W_O, so every circuit below is the model's up to
+the norms' positive ``1/rms`` scales (per position), which weights alone cannot know.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechscope.errors import ConfigError
+from mechscope.models.components.frozen_norm import frozen_norm
 from mechscope.models.factored import FactoredMatrix
 
 # ----- direct path: bigrams ----------------------------------------------------------------------------
@@ -75,16 +79,44 @@ def _fold_ln(model: Any, layer: int, w: Tensor) -> Tensor:
     return w * ln_w.detach()[None, :, None] if ln_w is not None else w
 
 
+def _fold_head_norm(model: Any, layer: int, name: str, w: Tensor) -> Tensor:
+    """W_Q / W_K [heads d_model d_head] times ``attn.q_norm.w`` / ``attn.k_norm.w`` on the output (d_head) columns
+    (``attention.qk_norm``); unchanged without Q/K norms and for W_V."""
+    norm = {"W_Q": "q_norm", "W_K": "k_norm"}.get(name)
+    qk_norm = getattr(model.blocks[layer].attn, norm, None) if norm is not None else None
+    return frozen_norm(qk_norm, w, w.new_ones(())) if qk_norm is not None else w
+
+
+def _fold_post(model: Any, layer: int, w_o: Tensor) -> Tensor:
+    """W_O [heads d_head d_model] through ``ln1_post`` at unit scale (``norm.post_sublayer``): times its weight
+    (centred over d_model first if it is a LayerNorm), i.e. each head's share of the post-norm's output."""
+    if not model.cfg.norm.post_sublayer:
+        return w_o
+    return frozen_norm(model.blocks[layer].ln1_post, w_o, w_o.new_ones(()))
+
+
 def head_weights(model: Any) -> dict[str, Tensor]:
-    """Stacked per-head weights [n_layers n_heads ...] with ``ln1.w`` folded and GQA heads expanded."""
+    """Stacked per-head weights [n_layers n_heads ...] with the norms folded and GQA heads expanded.
+
+    ``ln1.w`` multiplies the input rows of W_Q/W_K/W_V. With ``attention.qk_norm`` (q' = q / rms(q) ⊙ w_q, same
+    for k), ``w_q`` / ``w_k`` multiply W_Q's / W_K's output columns: q'·k' = (q ⊙ w_q)·(k ⊙ w_k) / (rms(q) rms(k)).
+    With ``norm.post_sublayer``, W_O passes through ``ln1_post`` at unit scale (times ``w_post``). The QK and
+    OV circuits built from these are then exact up to the norms' positive per-position scales (``1/rms``: the
+    query's and key's for QK, the attention sublayer output's for OV), which weights alone cannot know: a
+    score's sign is exact, the ordering over keys only where their scales are equal. Scale-free scores
+    (composition, copying) do not depend on those scales. Models without these norms get the plain weights.
+    """
     rep = model.cfg.n_heads // model.cfg.attention.kv_heads
+    layers = range(model.cfg.n_layers)
     out: dict[str, Tensor] = {}
     for name in ("W_Q", "W_K", "W_V"):
         w = getattr(model, name).detach()
         if rep > 1 and name != "W_Q":
             w = w.repeat_interleave(rep, dim=1)
-        out[name] = torch.stack([_fold_ln(model, layer, w[layer]) for layer in range(model.cfg.n_layers)])
-    out["W_O"] = model.W_O.detach()
+        out[name] = torch.stack([_fold_head_norm(model, layer, name, _fold_ln(model, layer, w[layer]))
+                                 for layer in layers])
+    w_o = model.W_O.detach()
+    out["W_O"] = torch.stack([_fold_post(model, layer, w_o[layer]) for layer in layers])
     return out
 
 
@@ -92,7 +124,8 @@ def qk_circuit(model: Any, layer: int) -> FactoredMatrix:
     """Token-token QK circuit ``scale · W_E W_Q W_Kᵀ W_Eᵀ`` per head [n_heads query_tok key_tok] (factored).
 
     Entry [h, b, a]: head h's attention logit from query token b to key token a (positions ignored).
-    ``.AB`` materialises it (fine for small vocabularies).
+    ``.AB`` materialises it (fine for small vocabularies). Norm weights are folded (:func:`head_weights`): with
+    Q/K norms the logit is exact up to the positive factor 1/(rms(q) rms(k)) of each query/key pair.
     """
     w = head_weights(model)
     we = model.W_E.detach()
@@ -104,7 +137,9 @@ def qk_circuit(model: Any, layer: int) -> FactoredMatrix:
 def ov_circuit(model: Any, layer: int) -> FactoredMatrix:
     """OV circuit ``W_E W_V W_O W_U`` per head [n_heads src_tok out_tok] (factored, inner dim d_head).
 
-    Entry [h, a, c]: the change of token c's logit per unit of head h's attention on token a.
+    Entry [h, a, c]: the change of token c's logit per unit of head h's attention on token a. Norm weights are
+    folded (:func:`head_weights`): with an attention post-norm it is exact up to that norm's positive 1/rms
+    scale at the query position.
     """
     w = head_weights(model)
     v = torch.einsum("vd,hde->hve", model.W_E.detach(), w["W_V"][layer])

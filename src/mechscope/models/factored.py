@@ -16,6 +16,10 @@ shape [n_layers n_heads d_model d_model] and ``W_OV(model)[3, 5]`` is head L3H5.
 The circuit helpers read the raw weights: they ignore norms (fold them first with
 ``mechscope.models.weights.process_weights`` for meaningful token-space circuits), biases, the attention
 scale and, for rotary models, the position-dependent rotation (``W_QK`` is then the relative-distance-0 map).
+``process_weights`` cannot fold Q/K norms (``attention.qk_norm``) or the attention post-norm
+(``norm.post_sublayer``): they normalise after the projection, so moving their weights would change the forward.
+``mechscope.analysis.weights.head_weights`` (and its ``qk_circuit`` / ``ov_circuit``) folds them for weight-only
+analyses.
 """
 
 from __future__ import annotations

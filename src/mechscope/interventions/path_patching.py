@@ -12,6 +12,11 @@ queries of the name movers":
 Because everything else is frozen in step 1, the receivers see the sender's change only along the direct
 residual path. ``blocks.{L-1}.hook_resid_post`` as the receiver measures the sender's *direct* effect on
 the logits. Both steps are batched over senders: copy ``v`` of the base batch carries sender ``v``.
+
+With post-sublayer norms (Gemma 2/3, ``norm.post_sublayer``) step 1 recomputes ``ln1_post`` on the patched
+sum of heads, so a patched sender also rescales the frozen heads of its layer: the receivers see the
+sender's change *and* that rescaling (a valid intervention on the real model, but not the sender's share
+alone; ``frozen_norm.head_contributions`` gives that share at a frozen scale).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
     mechscope features harvest --model smollm2-135m --dictionary runs/sae --corpus stdlib-docs --tokens 200000 --db f.db
     mechscope features harvest --model smollm2-135m --neurons blocks.6.mlp.hook_post --tokens 200000 --db f.db
+    mechscope features harvest --model smollm2-135m --dictionary runs/clt --layers all --db f.db   (a CLT, per layer)
     mechscope features show --db f.db [--dictionary NAME --feature 12] [--json]
     mechscope features export --db f.db --dictionary NAME --features 1,2,3 --out pages/
     mechscope features explain --db f.db --dictionary NAME --features 1,2 [--explainer-url URL]
@@ -48,6 +49,8 @@ def harvest(
     neurons: str | None = typer.Option(None, "--neurons", help="Harvest the neurons of this hook instead "
                                        "(e.g. blocks.6.mlp.hook_post)."),
     name: str | None = typer.Option(None, "--name", help="Name in the database (default: the directory name)."),
+    layers: str | None = typer.Option(None, "--layers", help="A cross-layer transcoder only: all | 0,2,5-7; "
+                                      "layer L becomes the feature set NAME:L<L>."),
     corpus: str = typer.Option("stdlib-docs", "--corpus", help="Named corpus or a path."),
     tokens: int = typer.Option(100_000, "--tokens", help="Tokens to harvest."),
     seq_len: int = typer.Option(64, "--seq-len", help="Tokens per sequence."),
@@ -62,32 +65,61 @@ def harvest(
     from mechscope.experiments.dictionaries.run import corpus_split
     from mechscope.features.db import FeatureDB
     from mechscope.features.harvest import HarvestConfig, Harvester
-    from mechscope.features.source import dictionary_features, neuron_features
+    from mechscope.features.source import clt_layer_features, dictionary_features, neuron_features
     from mechscope.features.stats import StatsConfig
 
     with fail_cleanly():
         if (dictionary is None) == (neurons is None):
             raise ConfigError("pass exactly one of --dictionary DIR or --neurons HOOK")
+        from mechscope.dictionaries.clt import CrossLayerTranscoder
         from mechscope.dictionaries.io import load as load_dictionary
 
         d = load_dictionary(dictionary) if dictionary is not None else None
+        clt = d if isinstance(d, CrossLayerTranscoder) else None
+        if clt is not None and layers is None:
+            raise ConfigError(f"{dictionary} is a cross-layer transcoder; pass --layers all or --layers L1,L2 "
+                              f"(layers 0..{clt.cfg.n_layers - 1}; each layer is harvested as its own feature set)")
+        if layers is not None and clt is None:
+            raise ConfigError("--layers applies to a cross-layer transcoder (--dictionary DIR of a CLT) only")
+        chosen = _clt_layers(str(layers), clt.cfg.n_layers) if clt is not None else []
         m = load_model(model)
-        fs = (dictionary_features(m, d, name or Path(str(dictionary)).resolve().name) if d is not None
-              else neuron_features(m, str(neurons)))
-        if name and d is None:
-            fs.name = name
-        if dictionary is not None:
-            fs.config["path"] = str(Path(dictionary).resolve())  # the web app's steering loads it from here
+        base = name or Path(str(dictionary)).resolve().name
+        fsets = ([clt_layer_features(m, clt, i, base) for i in chosen] if clt is not None
+                 else [dictionary_features(m, d, base)] if d is not None else [neuron_features(m, str(neurons))])
+        for fs in fsets:
+            if name and d is None:
+                fs.name = name
+            if dictionary is not None:
+                fs.config["path"] = str(Path(dictionary).resolve())  # the web app's steering loads it from here
         cfg = HarvestConfig(n_tokens=tokens, seq_len=seq_len, batch_size=batch_size, seed=seed,
                             stats=StatsConfig(top_k=top_k, seed=seed))
         database = FeatureDB.open(db)
         where = state_dir or Path(f"{db}.harvest") if not str(db).startswith("postgres") else state_dir
         if where is None:
             raise ConfigError("a PostgreSQL --db needs --state-dir for the harvest checkpoints")
-        h = Harvester(m, fs, database, cfg, model_name=model, state_dir=where,
-                      tokens=corpus_split(m, corpus, "train", tokenizer))
-        summary = h.run()
-    typer.echo(json.dumps(summary) if as_json else "\n".join(f"{k:>16}  {v}" for k, v in summary.items()))
+        ids = corpus_split(m, corpus, "train", tokenizer)
+        summaries = [Harvester(m, fs, database, cfg, model_name=model, state_dir=where, tokens=ids).run()
+                     for fs in fsets]
+    summary: Any = summaries[0] if clt is None else summaries
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo("\n\n".join("\n".join(f"{k:>16}  {v}" for k, v in s.items()) for s in summaries))
+
+
+def _clt_layers(text: str, n_layers: int) -> list[int]:
+    """``--layers``: ``all`` or ids like ``0,2,5-7``, each in ``[0, n_layers)``."""
+    if text.strip() == "all":
+        return list(range(n_layers))
+    msg = f"--layers must be 'all' or layers like 0,2,5-7 in 0..{n_layers - 1}, got {text!r}"
+    try:
+        got = parse_features(text) if text.strip() else []
+    except ConfigError:
+        raise ConfigError(msg) from None
+    bad = [i for i in got if not 0 <= i < n_layers]
+    if not got or bad:
+        raise ConfigError(msg)
+    return sorted(set(got))
 
 
 @app.command()
@@ -141,7 +173,7 @@ def geometry(
     """(Re)compute a feature set's 2-D decoder map and clusters and store them (a harvest stores a PCA map)."""
     from mechscope.features import geometry as geo
     from mechscope.features.db import FeatureDB
-    from mechscope.features.source import dictionary_features, neuron_features
+    from mechscope.features.source import clt_layer_features, dictionary_features, neuron_features
 
     with fail_cleanly():
         database = FeatureDB.open(db, create=False)
@@ -158,6 +190,13 @@ def geometry(
             if not path:
                 raise ConfigError(f"feature set {dictionary!r} records no dictionary path; pass --weights DIR")
             fs = dictionary_features(m, load_dictionary(path), dictionary, hook=row["hook"])
+        elif row["kind"] == "clt":
+            from mechscope.dictionaries.io import load as load_dictionary
+
+            path = weights or row["config"].get("path")
+            if not path:
+                raise ConfigError(f"feature set {dictionary!r} records no CLT path; pass --weights DIR")
+            fs = clt_layer_features(m, load_dictionary(path), int(row["config"]["clt_layer"]), dictionary)
         else:
             fs = neuron_features(m, row["hook"], int(row["n_features"]))
         fmap = geo.decoder_map(fs.directions, method=method, n_clusters=clusters, seed=seed)

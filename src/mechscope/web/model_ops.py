@@ -61,6 +61,9 @@ class Steering:
     def __post_init__(self) -> None:
         if self.mode not in ("add", "clamp"):
             raise ConfigError(f"steering mode must be 'add' or 'clamp', got {self.mode!r}")
+        if self.kind not in ("sae", "neurons"):
+            raise ConfigError(f"steering supports SAE latents and neurons, not {self.kind!r} feature sets "
+                              "(a CLT layer writes into several layers)")
         if self.kind == "sae" and self.dictionary is None:
             raise ConfigError("steering an SAE latent needs its dictionary (the harvest records its path)")
 

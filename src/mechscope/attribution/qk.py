@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mechscope.attribution.codes import LayerCode, layer_codes
 from mechscope.dictionaries.clt import CrossLayerTranscoder
 from mechscope.dictionaries.transcoder import Transcoder
 from mechscope.errors import ConfigError
+from mechscope.models.components.frozen_norm import frozen_norm
 from mechscope.models.components.norm import LayerNorm, RMSNorm
 from mechscope.models.components.rotary import apply_rotary, rotary_cos_sin
 
@@ -103,16 +104,11 @@ def _components(model: Any, cache: Any, codes: list[LayerCode], layer: int, pos:
 
 
 def _project(model: Any, layer: int, comps: Tensor, scale: Tensor, W: Tensor, b: Tensor | None,
-             pos: int, n_pos: int, head_norm: tuple[Tensor, Tensor] | None = None) -> Tensor:
+             pos: int, n_pos: int, head_norm: tuple[nn.Module, Tensor] | None = None) -> Tensor:
     """``[n+1 d_head]``: each component through the frozen norm and ``W`` (+ one bias row), then the frozen
-    q/k norm (``head_norm`` = (its scale at this head and position [1], its weight [d_head])), rotated at ``pos``."""
+    q/k norm (``head_norm`` = (the norm, its scale at this head and position [1])), rotated at ``pos``."""
     ln = model.blocks[layer].ln1
-    if isinstance(ln, LayerNorm):
-        comps = comps - comps.mean(-1, keepdim=True)
-    normed = comps / scale if isinstance(ln, (LayerNorm, RMSNorm)) else comps
-    if isinstance(ln, (LayerNorm, RMSNorm)):
-        normed = normed * ln.w
-    out = normed @ W
+    out = frozen_norm(ln, comps, scale) @ W
     bias = torch.zeros(W.shape[-1], dtype=out.dtype)
     if isinstance(ln, LayerNorm) and ln.b is not None:
         bias = bias + ln.b @ W
@@ -120,7 +116,7 @@ def _project(model: Any, layer: int, comps: Tensor, scale: Tensor, W: Tensor, b:
         bias = bias + b
     out = torch.cat([out, bias[None]])
     if head_norm is not None:
-        out = out / head_norm[0] * head_norm[1]
+        out = frozen_norm(head_norm[0], out, head_norm[1])
     if model.cfg.positional.kind == "rotary":
         rd = model.cfg.positional.rotary_dim or model.cfg.d_head
         base = model.cfg.positional.base_of(model.cfg.attention.is_local(layer))
@@ -172,8 +168,8 @@ def qk_attribution(model: Any, tokens: Tensor, transcoders: CrossLayerTranscoder
             scale = cache[f"blocks.{layer}.ln1.hook_scale"][0, pos] if has_scale else torch.ones(1)
             head_norm = None
             if a.qk_norm:  # frozen per head and position, like ln1 (module docstring)
-                norm = getattr(attn, f"{side}_norm")
-                head_norm = (cache[f"blocks.{layer}.attn.{side}_norm.hook_scale"][0, pos, idx], norm.w.detach())
+                head_norm = (getattr(attn, f"{side}_norm"),
+                             cache[f"blocks.{layer}.attn.{side}_norm.hook_scale"][0, pos, idx])
             sides.append((cn + ["bias"], _project(model, layer, cv, scale, W, bias, pos, n_pos, head_norm)))
         (qn, qv), (kn, kv_) = sides
         terms = (qv @ kv_.T) * attn.scale

@@ -120,6 +120,18 @@ def attention_patterns(model: Any, tokens: Int[Tensor, "batch pos"]) -> Float[Te
     return torch.stack([cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(model.cfg.n_layers)]).float()
 
 
+def detector_targets(tokens: Int[Tensor, "batch pos"], *, skip_first: bool = True
+                     ) -> dict[str, Float[Tensor, "batch query_pos key_pos"]]:
+    """The built-in targets (``previous_token``, ``duplicate_token``, ``induction``) ``detect_heads`` scores;
+    ``skip_first`` takes key 0 out of each (see ``detect_heads``)."""
+    targets = {"previous_token": previous_token_target(tokens), "duplicate_token": duplicate_token_target(tokens),
+               "induction": induction_target(tokens)}
+    if skip_first and tokens.shape[1] > 1:
+        for t in targets.values():
+            t[:, :, 0] = 0.0
+    return targets
+
+
 def detect_heads(model: Any, tokens: Int[Tensor, "batch pos"] | None = None, *, half_len: int = 50,
                  batch: int = 4, seed: int = 0, skip_first: bool = True,
                  token_range: tuple[int, int] | None = None) -> HeadScores:
@@ -137,11 +149,7 @@ def detect_heads(model: Any, tokens: Int[Tensor, "batch pos"] | None = None, *, 
         low, high = token_range if token_range is not None else (low, None)
         tokens = repeated_tokens(model.cfg.d_vocab, half_len, batch, seed, bos=bos, low=low, high=high)
     patterns = attention_patterns(model, tokens)
-    targets = {"previous_token": previous_token_target(tokens), "duplicate_token": duplicate_token_target(tokens),
-               "induction": induction_target(tokens)}
-    if skip_first and tokens.shape[1] > 1:
-        for t in targets.values():
-            t[:, :, 0] = 0.0
+    targets = detector_targets(tokens, skip_first=skip_first)
     scores = {k: pattern_scores(patterns, t) for k, t in targets.items()}
     chance = {k: uniform_baseline(t) for k, t in targets.items()}
     return HeadScores(scores["previous_token"], scores["duplicate_token"], scores["induction"], chance)

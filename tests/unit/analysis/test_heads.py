@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from mechscope.analysis.heads import (
+    attention_patterns,
     detect_heads,
+    detector_targets,
     duplicate_token_target,
     induction_target,
     pattern_scores,
@@ -67,3 +69,14 @@ def test_pattern_scores_is_mass_on_target_and_checks_shape() -> None:
     # uniform causal attention on the previous-token target of length 4: rows 1..3 give 1/2, 1/3, 1/4
     assert uniform_baseline(previous_token_target(torch.zeros(1, 4, dtype=torch.long))) == pytest.approx(
         (1 / 2 + 1 / 3 + 1 / 4) / 3)
+
+
+def test_detector_targets_are_the_ones_detect_heads_scores() -> None:
+    tokens = repeated_tokens(12, 5, batch=2, seed=0)
+    kept = detector_targets(tokens, skip_first=False)
+    skipped = detector_targets(tokens)
+    assert torch.equal(kept["induction"], induction_target(tokens))
+    assert kept["previous_token"][:, 1, 0].eq(1).all() and skipped["previous_token"][:, :, 0].eq(0).all()
+    model = handbuilt_induction_model(d_vocab=12, n_ctx=24)
+    hs = detect_heads(model, tokens)
+    assert torch.allclose(hs.induction, pattern_scores(attention_patterns(model, tokens), skipped["induction"]))

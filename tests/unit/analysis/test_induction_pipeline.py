@@ -176,4 +176,7 @@ def test_cooldown_added_by_resuming_equals_a_run_made_with_it(tmp_path: Path, mo
     steps = res["_curve"]["step"]
     assert steps == [0, 2, 4, 6] and res["icl_score_before_cooldown"] == round(res["_curve"]["icl_score"][2], 4)
     assert "icl_score_before_cooldown" not in analyze(tmp_path / "c")
+    from mechscope.experiments.induction.config import cooldown_start
+
+    assert (cooldown_start(cooled), cooldown_start(no_cool), res["_cooldown_from"]) == (4, None, 4)
     assert figures(res, tmp_path / "img")["phase_change"].is_file()

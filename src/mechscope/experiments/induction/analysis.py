@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from mechscope.experiments.induction.config import InductionConfig, load_config, probe_range
+from mechscope.experiments.induction.config import InductionConfig, cooldown_start, load_config, probe_range
 from mechscope.experiments.induction.run import _corpus
 
 
@@ -120,15 +120,14 @@ def circuit_verdict(best: dict[str, Any]) -> dict[str, Any]:
 
 
 def _two_layer_section(m2: Any, cfg: InductionConfig, d_vocab: int) -> dict[str, Any]:
-    from mechscope.analysis.heads import detect_heads, induction_target, rank_heads, repeated_tokens
+    from mechscope.analysis.heads import detect_heads, detector_targets, rank_heads, repeated_tokens
     from mechscope.analysis.key_paths import key_path_effects
     from mechscope.analysis.weights import composition_scores
 
     lo, hi = probe_range(cfg.tokenizer, d_vocab)
     tokens = repeated_tokens(d_vocab, min(100, (cfg.n_ctx - 1) // 2), 8, seed=2, low=lo, high=hi)
     hs = detect_heads(m2, tokens)
-    target = induction_target(tokens)
-    target[:, :, 0] = 0.0  # as detect_heads (skip_first)
+    target = detector_targets(tokens)["induction"]  # the target detect_heads scored
     drop, _ = key_path_effects(m2, tokens, target, sender_layer=0, receiver_layer=1)  # [l0 head, l1 head]
     comp = composition_scores(m2)
     k01 = comp.k[0, :, 1, :]  # [layer-0 head, layer-1 head]
@@ -138,14 +137,18 @@ def _two_layer_section(m2: Any, cfg: InductionConfig, d_vocab: int) -> dict[str,
     partner = int(k01[:, best].argmax())
     causal = int(drop[:, best].argmax())
     ind = float(hs.induction[1, best])
+
+    def k_rank(h: int) -> int:  # rank of layer-0 head h in the best head's K-composition column
+        return int((k01[:, best] > k01[h, best]).sum()) + 1
+
     best_head = {"layer": 1, "head": best, "induction": round(ind, 4),
                  "k_partner": [0, partner], "k_score": round(float(k01[partner, best]), 4),
-                 "k_partner_rank_in_column": int((k01[:, best] > k01[partner, best]).sum()) + 1,
+                 "k_partner_rank_in_column": k_rank(partner),
                  "partner_prev_token": round(float(hs.previous_token[0, partner]), 4),
                  "causal_partner": [0, causal], "causal_partner_drop": round(float(drop[causal, best]), 4),
                  "causal_partner_share": round(float(drop[causal, best]) / max(ind, 1e-9), 4),
                  "causal_partner_prev_token": round(float(hs.previous_token[0, causal]), 4),
-                 "causal_partner_k_rank": int((k01[:, best] > k01[causal, best]).sum()) + 1,
+                 "causal_partner_k_rank": k_rank(causal),
                  "key_path_drops": [round(float(x), 4) for x in drop[:, best]]}
     return {
         "induction_heads": rank_heads(hs.induction, 8), "prev_token_heads": rank_heads(hs.previous_token, 8),
@@ -181,12 +184,12 @@ def analyze(out_dir: str | Path) -> dict[str, Any]:
         result["icl_score_final"] = round(curve["icl_score"][-1], 4)
         result["induction_score_final"] = round(curve["induction_best"][-1], 4)
         result["phase_change_step"] = halfway_step(curve["step"], curve["induction_best"], min_change=0.1)
-        result["icl_halfway_step"] = halfway_step(curve["step"], curve["icl_score"])
-        if cfg.curriculum_steps is not None and cfg.curriculum_steps < cfg.steps:  # the curriculum's end
-            end = cfg.curriculum_steps
-            before = [v for s, v in zip(curve["step"], curve["icl_score"]) if s <= end]
-            result["icl_score_before_cooldown"] = round(before[-1], 4) if before else None
-            result["icl_halfway_step"] = halfway_step([s for s in curve["step"] if s <= end], before)
+        end = cooldown_start(cfg)  # the ICL half-way step is read over the curriculum only
+        kept = [(s, v) for s, v in zip(curve["step"], curve["icl_score"]) if end is None or s <= end]
+        result["icl_halfway_step"] = halfway_step([s for s, _ in kept], [v for _, v in kept])
+        if end is not None:
+            result["icl_score_before_cooldown"] = round(kept[-1][1], 4) if kept else None
+            result["_cooldown_from"] = end
         result["_curve"] = curve
     return result
 

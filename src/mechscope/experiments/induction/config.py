@@ -159,6 +159,12 @@ def model_config(cfg: InductionConfig, n_layers: int, d_vocab: int) -> Any:
                        name=f"attn-only-{n_layers}l", architecture="toy")
 
 
+def cooldown_start(cfg: InductionConfig) -> int | None:
+    """The update after which the two-layer model cools down (``curriculum_steps``), None when it never does."""
+    end = cfg.curriculum_steps
+    return end if end is not None and end < cfg.steps else None
+
+
 def probe_range(tokenizer: str, d_vocab: int) -> tuple[int, int]:
     """Token ids used for the repeated-random-token probe (printable bytes, or ordinary BPE ids)."""
     return PRINTABLE if tokenizer == "bytes" else (16, d_vocab - 1)  # skip the commonest ids and OOV

@@ -25,12 +25,9 @@ def figures(result: dict[str, Any], img_dir: str | Path) -> dict[str, Path]:
     out, paths = Path(img_dir), {}
     if "_curve" in result:
         c = result["_curve"]
-        cfg = result.get("config", {})
-        end = cfg.get("curriculum_steps")
-        cool = end is not None and end < cfg.get("steps", 0)
+        frac = result.get("config", {}).get("cooldown_repeat_frac", 0)
         fig = phase_change_plot(c["step"], c["icl_score"], c["induction_best"], marker=result.get("phase_change_step"),
-                                shade_from=end if cool else None,
-                                shade_label=f"cool-down: {cfg.get('cooldown_repeat_frac', 0):.0%} copies")
+                                shade_from=result.get("_cooldown_from"), shade_label=f"cool-down: {frac:.0%} copies")
         paths["phase_change"] = save_figure(fig, out / "phase_change.png")
     if "_scores" in result:
         s = result["_scores"]

@@ -30,17 +30,33 @@ TEXTS = [
 """Spaces in runs, newlines, digits, accents in and out of the vocabulary, emoji, marked tokens, empty text."""
 
 
+def vocab_writer(path: Path, arch: str) -> Any:
+    """A ``GGUFWriter`` for ``arch`` with the hyperparameters transformers' config needs (no tensors follow)."""
+    import gguf
+
+    w = gguf.GGUFWriter(path, arch=arch)
+    for add, value in ((w.add_block_count, 1), (w.add_embedding_length, 8), (w.add_feed_forward_length, 8),
+                       (w.add_head_count, 1), (w.add_head_count_kv, 1), (w.add_context_length, 32)):
+        add(value)
+    return w
+
+
+def finish(w: Any, path: Path) -> Path:
+    """Write the metadata-only file ``w`` describes to ``path``."""
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
 def spm_gguf(path: Path, *, merges: list[str] | None = None, **flags: Any) -> Path:
     """A metadata-only Gemma-3-style GGUF file: the vocabulary above plus the keys transformers' config needs."""
-    import gguf
 
     tokens = SPECIALS + USER_DEFINED + [f"<0x{b:02X}>" for b in range(256)] + PIECES
     types = [CONTROL] * len(SPECIALS) + [USER] * len(USER_DEFINED) + [BYTE] * 256 + [NORMAL] * len(PIECES)
     scores = [-1000.0] * (len(SPECIALS) + len(USER_DEFINED)) + [0.0] * 256 + [-float(i) for i in range(len(PIECES))]
-    w = gguf.GGUFWriter(path, arch="gemma3")
-    for add, value in ((w.add_block_count, 1), (w.add_embedding_length, 8), (w.add_feed_forward_length, 8),
-                       (w.add_head_count, 1), (w.add_head_count_kv, 1), (w.add_context_length, 32)):
-        add(value)
+    w = vocab_writer(path, "gemma3")
     w.add_tokenizer_model("llama")
     w.add_tokenizer_pre("default")
     w.add_token_list(tokens)
@@ -55,11 +71,7 @@ def spm_gguf(path: Path, *, merges: list[str] | None = None, **flags: Any) -> Pa
     w.add_add_space_prefix(flags.get("add_space_prefix", False))
     if "add_bos" in flags:
         w.add_add_bos_token(flags["add_bos"])
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return finish(w, path)
 
 
 def hf_gguf_tokenizer(path: Path) -> Any:
@@ -143,16 +155,12 @@ def test_unsupported_vocabulary_kind_is_named(tmp_path: Path) -> None:
 
 def qwen2_gguf(path: Path) -> Path:
     """A metadata-only qwen2 GGUF: the 256 byte-level symbols, a few merges, one control token."""
-    import gguf
     from tokenizers.pre_tokenizers import ByteLevel
 
     alphabet = sorted(ByteLevel.alphabet())
     merges = ["Ġ t", "h e", "Ġt he", "Ġ c", "a t", "Ġc at", "1 2", "Ġ Ġ", "Ċ Ċ", "' s", "' S"]
     tokens = alphabet + [m.replace(" ", "") for m in merges] + ["<|im_start|>"]
-    w = gguf.GGUFWriter(path, arch="qwen2")
-    for add, value in ((w.add_block_count, 1), (w.add_embedding_length, 8), (w.add_feed_forward_length, 8),
-                       (w.add_head_count, 1), (w.add_head_count_kv, 1), (w.add_context_length, 32)):
-        add(value)
+    w = vocab_writer(path, "qwen2")
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("qwen2")
     w.add_token_list(tokens)
@@ -160,11 +168,7 @@ def qwen2_gguf(path: Path) -> Path:
     w.add_token_merges(merges)
     w.add_eos_token_id(len(tokens) - 1)
     w.add_add_bos_token(False)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return finish(w, path)
 
 
 def test_qwen2_pre_tokenizer_splits_like_llama_cpp(tmp_path: Path) -> None:

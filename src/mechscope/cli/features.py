@@ -183,20 +183,16 @@ def geometry(
             raise ConfigError(f"no feature set {dictionary!r} in {db} (feature sets: {names})")
         row = rows[0]
         m = load_model(model or row["model"])
-        if row["kind"] == "sae":
+        if row["kind"] in ("sae", "clt"):
             from mechscope.dictionaries.io import load as load_dictionary
 
+            what = "CLT" if row["kind"] == "clt" else "dictionary"
             path = weights or row["config"].get("path")
             if not path:
-                raise ConfigError(f"feature set {dictionary!r} records no dictionary path; pass --weights DIR")
-            fs = dictionary_features(m, load_dictionary(path), dictionary, hook=row["hook"])
-        elif row["kind"] == "clt":
-            from mechscope.dictionaries.io import load as load_dictionary
-
-            path = weights or row["config"].get("path")
-            if not path:
-                raise ConfigError(f"feature set {dictionary!r} records no CLT path; pass --weights DIR")
-            fs = clt_layer_features(m, load_dictionary(path), int(row["config"]["clt_layer"]), dictionary)
+                raise ConfigError(f"feature set {dictionary!r} records no {what} path; pass --weights DIR")
+            d = load_dictionary(path)
+            fs = (clt_layer_features(m, d, int(row["config"]["clt_layer"]), dictionary) if row["kind"] == "clt"
+                  else dictionary_features(m, d, dictionary, hook=row["hook"]))
         else:
             fs = neuron_features(m, row["hook"], int(row["n_features"]))
         fmap = geo.decoder_map(fs.directions, method=method, n_clusters=clusters, seed=seed)

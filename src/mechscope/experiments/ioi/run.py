@@ -32,7 +32,7 @@ from mechscope.interventions.patching import patch_sweep
 from mechscope.interventions.path_patching import Receiver, path_patch
 from mechscope.interventions.spec import Ablate
 from mechscope.io_safety import atomic_write_json
-from mechscope.models.components.frozen_norm import head_contributions
+from mechscope.models.components.frozen_norm import frozen_norm, head_contributions, norm_scale
 from mechscope.validation import check_types
 
 
@@ -85,15 +85,10 @@ def head_dla(model: Any, tokens: Tensor, answer: Tensor, wrong: Tensor,
         result = torch.einsum("blhe,lhed->blhd", z, model.W_O)
         # with post-sublayer norms (Gemma 2/3) a head adds its result through ln1_post at the forward's scale
         result = torch.stack([head_contributions(model, ly, result[:, ly]) for ly in range(result.shape[1])], 1)
-        norm = model.cfg.norm
-        if norm.kind == "layernorm":
-            result = result - result.mean(-1, keepdim=True)
-            final = final - final.mean(-1, keepdim=True)
-        scale = (final.pow(2).mean(-1) + norm.eps).sqrt() if norm.kind != "none" else torch.ones(final.shape[0])
+        # the final norm at this run's scale (frozen), its weight included
+        result = frozen_norm(model.ln_final, result, norm_scale(model.ln_final, final)[:, None, None])
         direction = (model.W_U[:, answer] - model.W_U[:, wrong]).T  # [B d]
-        if norm.kind != "none":
-            direction = direction * model.ln_final.w
-        return torch.einsum("blhd,bd->blh", result, direction / scale[:, None]).mean(0)
+        return torch.einsum("blhd,bd->blh", result, direction).mean(0)
 
 
 def behaviour(model: Any, cfg: IOIConfig) -> dict[str, Any]:
